@@ -1,0 +1,347 @@
+//! The command line: clap definitions only. Every subcommand's options live here;
+//! `commands/` reads them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  failed: the API or the network refused something; what was done is recorded
+  2  bad usage or bad input (a file, an option); nothing was changed, no request sent
+  3  the management key is missing, invalid, or not a management key
+  4  another classkeys is working on the same keys.db";
+
+const ENV_HELP: &str = "\
+Environment:
+  OPENROUTER_PROVISIONING_KEY  the management key (OPENROUTER_MANAGEMENT_KEY is accepted too)
+  OPENROUTER_BASE_URL          the API base (default https://openrouter.ai/api/v1)
+  CLASSKEYS_SANDBOX=1          same as --sandbox
+  NO_COLOR                     no colours";
+
+/// Hand out OpenRouter API keys to a class, watch their usage, change limits, keep an audit trail.
+#[derive(Debug, Parser)]
+#[command(
+    name = "classkeys",
+    version,
+    about,
+    long_about = "Hand out OpenRouter API keys to a class, each with a dollar limit; watch usage before, during \
+and after class; change limits and disable keys on the fly; re-issue and delete keys; keep a complete audit \
+trail in keys.db (SQLite).\n\nTypical class: classkeys init-db; classkeys check; classkeys provision --limit 2; \
+hand out api_keys_*.csv; classkeys check during class; edit limits.csv and classkeys update.",
+    after_help = format!("{EXIT_CODES}\n\n{ENV_HELP}"),
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// OpenRouter API base URL (https, or http only to a loopback address)
+    #[arg(
+        long,
+        global = true,
+        env = "OPENROUTER_BASE_URL",
+        default_value = "https://openrouter.ai/api/v1",
+        value_name = "URL"
+    )]
+    pub base_url: String,
+
+    /// Print one JSON document on stdout instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Use the built-in OpenRouter emulator (state in sandbox.json): no management key, no money
+    #[arg(long, global = true, env = "CLASSKEYS_SANDBOX", value_parser = clap::builder::FalseyValueParser::new())]
+    pub sandbox: bool,
+
+    /// Requests in flight at once (1 to 16)
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=16), value_name = "N")]
+    pub jobs: u16,
+
+    /// Seconds one HTTP request may take before it is retried (or, for a create, checked)
+    #[arg(long, global = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create keys.db (owner-only), or upgrade an older one
+    #[command(after_help = "Example:\n  classkeys init-db")]
+    InitDb(DbArgs),
+
+    /// Fetch every key, match keys to the roster, record usage, write a snapshot
+    #[command(
+        long_about = "Fetch every key of the account (all pages, disabled ones too), match them to roster.csv \
+(first by the hash recorded in keys.db, then by key name), record one usage row per key, add keys nobody \
+knows to roster.csv as first.last@FIXME.edu rows, and write snapshot_YYYYMMDD_HHMMSS.csv.",
+        after_help = "Example:\n  classkeys check\n  classkeys check --json | jq '.students[] | select(.usage > 1)'"
+    )]
+    Check(CheckArgs),
+
+    /// Create a key for every roster student who has none; write api_keys_*.csv with the secrets
+    #[command(
+        long_about = "Create one key named YYYYMMDD_<name> for every roster student who has no key (enabled or \
+disabled), with the roster's per-student limit or --limit. FIXME rows are skipped. The secrets go to keys.db \
+and api_keys_YYYYMMDD_HHMMSS.csv (owner-only); limits.csv and a snapshot are rewritten.",
+        after_help = "Example:\n  classkeys provision --limit 5 --dry-run\n  classkeys provision --limit 5"
+    )]
+    Provision(ProvisionArgs),
+
+    /// Apply the target columns of limits.csv (limit, disabled, limit reset) to the account
+    #[command(after_help = "Example:\n  classkeys update --dry-run\n  classkeys update")]
+    Update(UpdateArgs),
+
+    /// Refresh the actual_* columns of limits.csv from the account, keeping every target
+    #[command(after_help = "Example:\n  classkeys refresh-limits-file")]
+    RefreshLimitsFile(RefreshArgs),
+
+    /// Print (or write) every stored key secret, for handing keys out again
+    #[command(
+        after_help = "Example:\n  classkeys export-keys --output keys.csv\n  classkeys export-keys --format json"
+    )]
+    ExportKeys(ExportArgs),
+
+    /// Who spent what, and when: usage between two moments from keys.db's history
+    #[command(
+        after_help = "Example:\n  classkeys report --since snapshot_20261127_090000.csv --until snapshot_20261127_120000.csv\n  classkeys report --html report.html"
+    )]
+    Report(ReportArgs),
+
+    /// Re-issue students' keys: new key (same name, limit, reset, expiry), then delete the old one
+    #[command(after_help = "Example:\n  classkeys rotate --email ada@uni.edu")]
+    Rotate(RotateArgs),
+
+    /// Delete students' keys from the account (they stay in keys.db, marked deleted)
+    #[command(
+        after_help = "Example:\n  classkeys delete --all --dry-run\n  classkeys delete --all --yes"
+    )]
+    Delete(SelectArgs),
+
+    /// Disable students' keys
+    #[command(after_help = "Example:\n  classkeys disable --email bob@uni.edu --yes")]
+    Disable(SelectArgs),
+
+    /// Enable students' keys again
+    #[command(after_help = "Example:\n  classkeys enable --all --yes")]
+    Enable(SelectArgs),
+
+    /// Read secrets from api_keys_*.csv files (the Python tool's or classkeys') into keys.db
+    #[command(after_help = "Example:\n  classkeys import-keys api_keys_*.csv")]
+    ImportKeys(ImportArgs),
+
+    /// Rehearse a whole class in a fresh folder with the sandbox
+    #[command(after_help = "Example:\n  classkeys demo --dir /tmp/class-demo")]
+    Demo(DemoArgs),
+
+    /// Change the sandbox account: simulate spending, or empty it
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example:\n  classkeys completions bash > ~/.local/share/bash-completion/completions/classkeys"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DbArgs {
+    /// The class database
+    #[arg(long, default_value = "keys.db", value_name = "FILE")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RosterArgs {
+    /// The class roster (email,name[,limit,limit_reset])
+    #[arg(long, default_value = "roster.csv", value_name = "FILE")]
+    pub roster: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LimitsArgs {
+    /// The limits file (targets you edit, actuals classkeys writes)
+    #[arg(long, default_value = "limits.csv", value_name = "FILE")]
+    pub limits: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    /// Dollar limit of each new key, where the roster has no limit of its own ("unlimited" for none)
+    #[arg(long, default_value = "2.0", value_name = "DOLLARS")]
+    pub limit: String,
+    /// Expiry of the new keys: an RFC 3339 date-time, or a date (its end, UTC)
+    #[arg(long, value_name = "DATE-TIME")]
+    pub expires: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Write to this file (created owner-only) instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Start of the window: an RFC 3339 date-time or a snapshot_*.csv file (default: the beginning)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// End of the window: an RFC 3339 date-time or a snapshot_*.csv file (default: now)
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Also write a self-contained HTML page with charts
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Student whose key to re-issue (repeatable)
+    #[arg(long = "email", value_name = "EMAIL", required = true)]
+    pub emails: Vec<String>,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Student whose key to change (repeatable)
+    #[arg(
+        long = "email",
+        value_name = "EMAIL",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub emails: Vec<String>,
+    /// Every key of the roster's students (never FIXME rows, never keys outside the roster)
+    #[arg(long)]
+    pub all: bool,
+    /// Do it without asking
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// api_keys_*.csv files (columns email,name,api_key,key_name)
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder to rehearse in (created; must be empty if it exists)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Add usage to a student's sandbox key
+    #[command(after_help = "Example:\n  classkeys sandbox spend --email ada@uni.edu --amount 0.40")]
+    Spend(SpendArgs),
+    /// Empty the sandbox account (sandbox.json)
+    Reset,
+}
+
+#[derive(Debug, Args)]
+pub struct SpendArgs {
+    /// The student (their key is found through keys.db or the roster)
+    #[arg(long, value_name = "EMAIL")]
+    pub email: String,
+    /// Dollars to add to the key's usage
+    #[arg(long, value_name = "DOLLARS")]
+    pub amount: f64,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+pub fn parse() -> Result<Cli, clap::Error> {
+    Cli::try_parse()
+}

@@ -1,0 +1,44 @@
+//! `export-keys`: every stored secret, for handing keys out again. Needs no management key.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::cli::{ExportArgs, ExportFormat};
+use crate::context::Ctx;
+use crate::error::Exit;
+use crate::files::output::{export_csv, export_json};
+use crate::files::{SECRET_MODE, write_atomic};
+use crate::store::Store;
+
+pub fn run(ctx: &mut Ctx, args: ExportArgs) -> Result<Exit> {
+    let store = Store::open_read(&args.db.db)?;
+    let rows = store.export_rows()?;
+    let json = args.format == ExportFormat::Json || ctx.ui.json;
+    let write = |w: &mut dyn Write| {
+        if json {
+            export_json(w, &rows)
+        } else {
+            export_csv(w, &rows)
+        }
+    };
+    match &args.output {
+        Some(path) => {
+            write_atomic(path, SECRET_MODE, write)?;
+            ctx.ui.note(format!(
+                "wrote {} key(s) to {} (owner-only). It holds secrets: share it safely, then delete it.",
+                rows.len(),
+                path.display()
+            ));
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            write(&mut out)?;
+            out.flush()?;
+        }
+    }
+    if rows.is_empty() {
+        ctx.ui.note("no stored secrets yet: keys made by `classkeys provision` (or imported with `import-keys`) appear here");
+    }
+    Ok(Exit::Ok)
+}

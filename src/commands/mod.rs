@@ -1,0 +1,16 @@
+//! One module per subcommand, each the short story of its job.
+
+pub mod check;
+pub mod class;
+pub mod completions;
+pub mod demo;
+pub mod export_keys;
+pub mod import_keys;
+pub mod init_db;
+pub mod provision;
+pub mod refresh_limits_file;
+pub mod report;
+pub mod rotate;
+pub mod sandbox;
+pub mod toggle;
+pub mod update;

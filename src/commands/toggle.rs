@@ -1,0 +1,334 @@
+//! `delete`, `disable`, `enable`: change the keys of chosen students (or of the whole roster)
+//! after a confirmation. Keys outside the roster, and FIXME rows, are never touched by `--all`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::class::{Class, sandbox_tag};
+use crate::cli::SelectArgs;
+use crate::context::Ctx;
+use crate::error::{Exit, input};
+use crate::files::limits::LimitsFile;
+use crate::files::roster::Roster;
+use crate::openrouter::{ApiError, Key, Patch};
+use crate::pool;
+use crate::reconcile::changes;
+use crate::store::{Change, run_time};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Delete,
+    Disable,
+    Enable,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Delete => "delete",
+            Action::Disable => "disable",
+            Action::Enable => "enable",
+        }
+    }
+    fn past(self) -> &'static str {
+        match self {
+            Action::Delete => "deleted",
+            Action::Disable => "disabled",
+            Action::Enable => "enabled",
+        }
+    }
+    /// A key already in the wanted state needs nothing.
+    fn needed(self, key: &Key) -> bool {
+        match self {
+            Action::Delete => true,
+            Action::Disable => !key.disabled,
+            Action::Enable => key.disabled,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    action: &'static str,
+    dry_run: bool,
+    keys: Vec<Target>,
+    already: usize,
+    failed: Vec<super::provision::Failed>,
+}
+
+#[derive(Serialize, Clone)]
+struct Target {
+    email: String,
+    name: String,
+    key_name: String,
+    hash: String,
+    done: bool,
+}
+
+/// Check `--email`s against the roster before anything is sent.
+pub fn check_emails(roster: &Roster, emails: &[String]) -> Result<()> {
+    for email in emails {
+        if roster.find(email).is_none() {
+            return Err(input(format!(
+                "--email {email}: not in {}; check the spelling",
+                roster.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Ask on a terminal; refuse without one. `Ok(false)` when the instructor says no.
+pub fn confirm(ctx: &Ctx, yes: bool, question: &str) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(input(format!(
+            "refusing to {question} without confirmation: add --yes (or run it in a terminal to be asked). Nothing was changed"
+        )));
+    }
+    let mut err = std::io::stderr().lock();
+    write!(err, "{}{question}? [y/N] ", sandbox_tag(ctx))?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
+    let at = run_time();
+    let roster = Roster::read(&args.roster.roster)?;
+    check_emails(&roster, &args.emails)?;
+    let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
+    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+
+    let view = class.view();
+    let chosen: Vec<(String, String, Key)> = view
+        .entries
+        .iter()
+        .filter(|e| {
+            if args.all {
+                !e.student.is_placeholder()
+            } else {
+                args.emails.iter().any(|m| {
+                    crate::files::email_key(m) == crate::files::email_key(&e.student.email)
+                })
+            }
+        })
+        .flat_map(|e| {
+            e.keys.iter().map(|k| {
+                (
+                    e.student.email.clone(),
+                    e.student.name.clone(),
+                    (*k).clone(),
+                )
+            })
+        })
+        .collect();
+    drop(view);
+    let (todo, already): (Vec<_>, Vec<_>) =
+        chosen.into_iter().partition(|(_, _, k)| action.needed(k));
+    let mut targets: Vec<Target> = todo
+        .iter()
+        .map(|(email, name, k)| Target {
+            email: email.clone(),
+            name: name.clone(),
+            key_name: k.name.clone(),
+            hash: k.hash.clone(),
+            done: false,
+        })
+        .collect();
+
+    let question = format!(
+        "{} {} key(s) of {} student(s)",
+        action.verb(),
+        todo.len(),
+        {
+            let mut e: Vec<&str> = todo.iter().map(|t| t.0.as_str()).collect();
+            e.dedup();
+            e.len()
+        }
+    );
+    if args.dry_run || todo.is_empty() {
+        return finish(ctx, action, args.dry_run, targets, already.len(), None);
+    }
+    if !confirm(ctx, args.yes, &question)? {
+        ctx.ui.say("nothing was changed");
+        return Ok(Exit::Ok);
+    }
+
+    let mut failure: Option<(String, ApiError)> = None;
+    let mut store_error = None;
+    let mut answers: Vec<(String, Key)> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+    let bar = ctx.ui.progress(todo.len(), action.past());
+    {
+        let Class { client, store, .. } = &mut class;
+        let client = &*client;
+        pool::run(
+            client.jobs(),
+            &todo,
+            |(_, _, key)| match action {
+                Action::Delete => client.delete_key(&key.hash).map(|_| None),
+                Action::Disable => client
+                    .update_key(
+                        &key.hash,
+                        &Patch {
+                            disabled: Some(true),
+                            ..Default::default()
+                        },
+                    )
+                    .map(Some),
+                Action::Enable => client
+                    .update_key(
+                        &key.hash,
+                        &Patch {
+                            disabled: Some(false),
+                            ..Default::default()
+                        },
+                    )
+                    .map(Some),
+            },
+            |(email, _, before), result| {
+                bar.inc(1);
+                let recorded = match result {
+                    Ok(Some(after)) => {
+                        let rows = changes(email, before, &after);
+                        let r = store.record_changes(Some((&after, email)), &rows);
+                        answers.push((email.clone(), after));
+                        r
+                    }
+                    Ok(None) => {
+                        deleted.push(before.hash.clone());
+                        store.record_changes(
+                            None,
+                            &[Change {
+                                hash: before.hash.clone(),
+                                email: email.clone(),
+                                action: "deleted",
+                                old: Some(before.name.clone()),
+                                new: None,
+                            }],
+                        )
+                    }
+                    Err(e) => {
+                        failure = Some((email.clone(), e));
+                        return false;
+                    }
+                };
+                if let Err(e) = recorded {
+                    store_error = Some(e);
+                    return false;
+                }
+                if let Some(t) = targets.iter_mut().find(|t| t.hash == before.hash) {
+                    t.done = true;
+                }
+                true
+            },
+        );
+    }
+    bar.finish_and_clear();
+    if let Some(e) = store_error {
+        return Err(e);
+    }
+    let mut limits = limits;
+    for (email, key) in answers {
+        // So that a later `update` does not undo what was just done.
+        for row in limits.rows.iter_mut().filter(|r| {
+            r.hash == key.hash
+                || crate::files::email_key(&r.email) == crate::files::email_key(&email)
+        }) {
+            row.target_disabled = Some(key.disabled);
+        }
+        class.apply(key);
+    }
+    for hash in &deleted {
+        class.remove(hash);
+    }
+    class.record(at)?;
+    if limits.path.exists() {
+        let view = class.view();
+        let with_keys: Vec<(&str, &str, &Key)> = view
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.key()
+                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
+            })
+            .collect();
+        limits.rewrite(with_keys.iter().copied())?;
+    }
+    finish(ctx, action, false, targets, already.len(), failure)
+}
+
+fn finish(
+    ctx: &Ctx,
+    action: Action,
+    dry_run: bool,
+    targets: Vec<Target>,
+    already: usize,
+    failure: Option<(String, ApiError)>,
+) -> Result<Exit> {
+    let done = targets.iter().filter(|t| t.done).count();
+    if ctx.ui.json {
+        ctx.ui.json(&Report {
+            action: action.verb(),
+            dry_run,
+            keys: targets.clone(),
+            already,
+            failed: failure
+                .iter()
+                .map(|(e, err)| super::provision::Failed {
+                    email: e.clone(),
+                    error: err.to_string(),
+                })
+                .collect(),
+        })?;
+    } else {
+        let rows = targets
+            .iter()
+            .map(|t| {
+                let status = if dry_run {
+                    format!("would be {}", action.past())
+                } else if t.done {
+                    action.past().into()
+                } else {
+                    "not done".into()
+                };
+                vec![t.email.clone(), t.name.clone(), t.key_name.clone(), status]
+            })
+            .collect::<Vec<_>>();
+        if !rows.is_empty() {
+            ctx.ui.table(&["Email", "Name", "Key name", "Status"], rows);
+        }
+        if dry_run {
+            ctx.ui.say(format!(
+                "{}dry run: would {} {} key(s); {already} already {}. Nothing was changed.",
+                sandbox_tag(ctx),
+                action.verb(),
+                targets.len(),
+                action.past()
+            ));
+        } else {
+            ctx.ui.say(format!(
+                "{}{} {done} key(s); {already} already {}",
+                sandbox_tag(ctx),
+                action.past(),
+                action.past()
+            ));
+        }
+    }
+    if let Some((email, err)) = failure {
+        return Err(anyhow::Error::new(err).context(format!(
+            "stopped at {email}; the {done} key(s) {} before are recorded",
+            action.past()
+        )));
+    }
+    Ok(Exit::Ok)
+}

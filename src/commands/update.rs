@@ -1,0 +1,289 @@
+//! `update`: apply limits.csv's targets, one PATCH per key carrying every field that differs,
+//! record each change with its old and new value, then rewrite limits.csv keeping the targets.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::class::{Class, sandbox_tag};
+use crate::cli::UpdateArgs;
+use crate::context::Ctx;
+use crate::error::{Exit, input};
+use crate::files::limits::LimitsFile;
+use crate::files::output::write_snapshot;
+use crate::files::roster::Roster;
+use crate::files::{money_cell, reset_cell};
+use crate::openrouter::{ApiError, Key, Patch};
+use crate::reconcile::{self, Skipped};
+use crate::store::{Change, run_time};
+use crate::{pool, reconcile::changes};
+
+#[derive(Serialize)]
+struct Report {
+    dry_run: bool,
+    changes: Vec<ChangeJson>,
+    skipped: Vec<SkippedJson>,
+    failed: Vec<super::provision::Failed>,
+    unchanged: usize,
+    limits_file: Option<String>,
+    snapshot: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ChangeJson {
+    email: String,
+    key_name: String,
+    hash: String,
+    field: &'static str,
+    old: String,
+    new: String,
+    applied: bool,
+}
+
+#[derive(Serialize)]
+struct SkippedJson {
+    email: String,
+    line: u64,
+    reason: String,
+}
+
+/// A PATCH to send, owned (the account list changes as answers arrive).
+struct Job {
+    email: String,
+    before: Key,
+    patch: Patch,
+}
+
+pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
+    let at = run_time();
+    if !args.limits.limits.exists() {
+        return Err(input(format!(
+            "{} not found: run `classkeys provision` or `classkeys refresh-limits-file` to write it, then edit its target_* columns",
+            args.limits.limits.display()
+        )));
+    }
+    let limits = LimitsFile::read(&args.limits.limits)?;
+    let roster = Roster::read(&args.roster.roster)?;
+    for row in &limits.rows {
+        if roster.find(&row.email).is_none() {
+            return Err(input(format!(
+                "{}: line {}: {} is not in {}: fix the email (it must match the roster exactly) or delete the row",
+                limits.path.display(),
+                row.line,
+                row.email,
+                roster.path.display()
+            )));
+        }
+    }
+    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+    let view = class.view();
+    let (planned, skipped) = reconcile::plan_updates(&view, &limits);
+    let unchanged = limits.rows.len() - planned.len() - skipped.len();
+    let jobs: Vec<Job> = planned
+        .iter()
+        .map(|p| Job {
+            email: p.email.clone(),
+            before: p.key.clone(),
+            patch: p.patch.clone(),
+        })
+        .collect();
+    drop(view);
+    for s in &skipped {
+        ctx.ui.warn(format!(
+            "{}: line {}: {}: {}",
+            limits.path.display(),
+            s.line,
+            s.email,
+            s.why
+        ));
+    }
+
+    let mut applied: Vec<Change> = Vec::new();
+    let mut failure: Option<(String, ApiError)> = None;
+    if !args.dry_run {
+        let bar = ctx.ui.progress(jobs.len(), "updating keys");
+        let mut store_error = None;
+        let mut answers: Vec<Key> = Vec::new();
+        {
+            let Class { client, store, .. } = &mut class;
+            let client = &*client;
+            pool::run(
+                client.jobs(),
+                &jobs,
+                |job| client.update_key(&job.before.hash, &job.patch),
+                |job, result| {
+                    bar.inc(1);
+                    match result {
+                        Ok(after) => {
+                            let rows = changes(&job.email, &job.before, &after);
+                            if let Err(e) = store.record_changes(Some((&after, &job.email)), &rows)
+                            {
+                                store_error = Some(e);
+                                return false;
+                            }
+                            applied.extend(rows);
+                            answers.push(after);
+                            true
+                        }
+                        Err(e) => {
+                            failure = Some((job.email.clone(), e));
+                            false
+                        }
+                    }
+                },
+            );
+        }
+        bar.finish_and_clear();
+        if let Some(e) = store_error {
+            return Err(e);
+        }
+        for key in answers {
+            class.apply(key);
+        }
+    }
+
+    let (limits_file, snapshot) = if args.dry_run {
+        (None, None)
+    } else {
+        class.record(at)?;
+        let view = class.view();
+        let with_keys: Vec<(&str, &str, &Key)> = view
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.key()
+                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
+            })
+            .collect();
+        limits.rewrite(with_keys.iter().copied())?;
+        let snap = write_snapshot(&ctx.dir(), at, view.rows())?;
+        (
+            Some(limits.path.display().to_string()),
+            Some(snap.display().to_string()),
+        )
+    };
+
+    let change_rows = planned_changes(&jobs, &applied);
+    if ctx.ui.json {
+        ctx.ui.json(&Report {
+            dry_run: args.dry_run,
+            changes: change_rows,
+            skipped: skipped.iter().map(skipped_json).collect(),
+            failed: failure
+                .iter()
+                .map(|(e, err)| super::provision::Failed {
+                    email: e.clone(),
+                    error: err.to_string(),
+                })
+                .collect(),
+            unchanged,
+            limits_file,
+            snapshot,
+        })?;
+    } else {
+        let rows: Vec<Vec<String>> = change_rows
+            .iter()
+            .map(|c| {
+                vec![
+                    c.email.clone(),
+                    c.key_name.clone(),
+                    c.field.to_string(),
+                    c.old.clone(),
+                    c.new.clone(),
+                    if args.dry_run {
+                        "planned".into()
+                    } else if c.applied {
+                        "done".into()
+                    } else {
+                        "not applied".into()
+                    },
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            ctx.ui.table(
+                &["Email", "Key name", "Field", "Was", "Now", "Status"],
+                rows,
+            );
+        }
+        let verb = if args.dry_run {
+            "dry run: would update"
+        } else {
+            "updated"
+        };
+        let done = if args.dry_run {
+            jobs.len()
+        } else {
+            applied
+                .iter()
+                .map(|c| &c.hash)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        ctx.ui.say(format!(
+            "{}{verb} {done} key(s); {unchanged} already as targeted; {} skipped{}",
+            sandbox_tag(ctx),
+            skipped.len(),
+            if args.dry_run {
+                ". Nothing was changed."
+            } else {
+                ""
+            }
+        ));
+        if let (Some(l), Some(s)) = (&limits_file, &snapshot) {
+            ctx.ui.say(format!("limits: {l}   snapshot: {s}"));
+        }
+    }
+    if let Some((email, err)) = failure {
+        return Err(anyhow::Error::new(err).context(format!(
+            "update stopped at {email}; changes made before are recorded. Fix the cause and run `classkeys update` again"
+        )));
+    }
+    Ok(Exit::Ok)
+}
+
+fn planned_changes(jobs: &[Job], applied: &[Change]) -> Vec<ChangeJson> {
+    let mut out = Vec::new();
+    for job in jobs {
+        let mut push = |field: &'static str, old: String, new: String| {
+            let done = applied.iter().any(|c| {
+                c.hash == job.before.hash
+                    && match field {
+                        "limit" => c.action == "limit_changed",
+                        "disabled" => c.action == "disabled" || c.action == "enabled",
+                        _ => c.action == "limit_reset_changed",
+                    }
+            });
+            out.push(ChangeJson {
+                email: job.email.clone(),
+                key_name: job.before.name.clone(),
+                hash: job.before.hash.clone(),
+                field,
+                old,
+                new,
+                applied: done,
+            });
+        };
+        if let Some(l) = job.patch.limit {
+            push("limit", money_cell(job.before.limit), money_cell(l));
+        }
+        if let Some(d) = job.patch.disabled {
+            push("disabled", job.before.disabled.to_string(), d.to_string());
+        }
+        if let Some(r) = &job.patch.limit_reset {
+            push(
+                "limit_reset",
+                reset_cell(job.before.limit_reset.as_deref()),
+                reset_cell(r.as_deref()),
+            );
+        }
+    }
+    out
+}
+
+fn skipped_json(s: &Skipped) -> SkippedJson {
+    SkippedJson {
+        email: s.email.clone(),
+        line: s.line,
+        reason: s.why.clone(),
+    }
+}

@@ -1,0 +1,89 @@
+//! Resolved once per run: global options, the management key (or the sandbox), the UI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::Global;
+use crate::error::AuthError;
+use crate::openrouter::{Client, ManagementKey, Settings};
+use crate::sandbox::Emulator;
+use crate::ui::Ui;
+
+pub const KEY_VARS: [&str; 2] = ["OPENROUTER_PROVISIONING_KEY", "OPENROUTER_MANAGEMENT_KEY"];
+/// The sandbox's account lives in this file of the class folder.
+pub const SANDBOX_FILE: &str = "sandbox.json";
+
+pub struct Ctx {
+    pub global: Global,
+    pub ui: Ui,
+    emulator: Option<Emulator>,
+}
+
+impl Ctx {
+    pub fn new(global: Global) -> Result<Ctx> {
+        let ui = Ui::new(global.json, global.sandbox);
+        if global.sandbox {
+            ui.note("classkeys: SANDBOX: using the built-in OpenRouter emulator (sandbox.json); no real keys, no money");
+        }
+        Ok(Ctx {
+            global,
+            ui,
+            emulator: None,
+        })
+    }
+
+    /// The class folder: where snapshots, api_keys files and sandbox.json go.
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(".")
+    }
+
+    pub fn sandbox_file(&self) -> PathBuf {
+        self.dir().join(SANDBOX_FILE)
+    }
+
+    /// The API client. Call it only after every input has been read and checked.
+    pub fn client(&mut self) -> Result<Client> {
+        let settings = Settings {
+            timeout: Duration::from_secs(self.global.timeout),
+            retry_window: retry_window(),
+            jobs: self.global.jobs as usize,
+        };
+        if self.global.sandbox {
+            if self.emulator.is_none() {
+                self.emulator = Some(Emulator::start(&self.sandbox_file())?);
+            }
+            let url = self
+                .emulator
+                .as_ref()
+                .map(Emulator::base_url)
+                .unwrap_or_default();
+            return Client::new(&url, ManagementKey::new("sandbox".into()), settings);
+        }
+        let key = KEY_VARS
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|k| !k.trim().is_empty()))
+            .ok_or_else(|| {
+                AuthError(
+                    "OPENROUTER_PROVISIONING_KEY is not set: export OPENROUTER_PROVISIONING_KEY=<your management key> \
+                     (or OPENROUTER_MANAGEMENT_KEY), or rehearse with --sandbox"
+                        .into(),
+                )
+            })?;
+        Client::new(
+            &self.global.base_url,
+            ManagementKey::new(key.trim().to_string()),
+            settings,
+        )
+    }
+}
+
+/// How long one request may keep retrying (seconds; CLASSKEYS_RETRY_WINDOW, default 60).
+fn retry_window() -> Duration {
+    let secs = std::env::var("CLASSKEYS_RETRY_WINDOW")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
+    Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+}

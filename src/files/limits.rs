@@ -1,0 +1,256 @@
+//! limits.csv: the control plane. The instructor edits `target_*`; classkeys applies them
+//! (`update`) and writes `actual_*` from the account, keeping every target.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::{
+    CsvOut, PLAIN_MODE, email_key, money_cell, parse_bool, parse_money, parse_reset, read_table,
+    reset_cell, write_atomic,
+};
+use crate::openrouter::Key;
+
+pub const COLUMNS: [&str; 10] = [
+    "email",
+    "name",
+    "target_limit",
+    "actual_limit",
+    "target_disabled",
+    "actual_disabled",
+    "key_name",
+    "hash",
+    "target_limit_reset",
+    "actual_limit_reset",
+];
+
+/// One row as read. A target left empty means "leave it as it is".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitsRow {
+    pub email: String,
+    pub name: String,
+    /// `Some(None)`: unlimited.
+    pub target_limit: Option<Option<f64>>,
+    pub target_disabled: Option<bool>,
+    /// `Some(None)`: no reset.
+    pub target_limit_reset: Option<Option<String>>,
+    pub key_name: String,
+    pub hash: String,
+    pub line: u64,
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LimitsFile {
+    pub path: PathBuf,
+    pub rows: Vec<LimitsRow>,
+    pub extra_headers: Vec<String>,
+}
+
+impl LimitsFile {
+    /// A missing file is an empty one (the first `provision` writes it).
+    pub fn read_or_empty(path: &Path) -> Result<LimitsFile> {
+        if !path.exists() {
+            return Ok(LimitsFile {
+                path: path.to_path_buf(),
+                ..Default::default()
+            });
+        }
+        LimitsFile::read(path)
+    }
+
+    pub fn read(path: &Path) -> Result<LimitsFile> {
+        let table = read_table(path, "the limits file")?;
+        let email_col = table.require("email", "the student's email")?;
+        let limit_col = table.require(
+            "target_limit",
+            "the limit you want, in dollars, or `unlimited`",
+        )?;
+        let col = |n| table.column(n);
+        let (name_col, dis_col, reset_col, kn_col, hash_col) = (
+            col("name"),
+            col("target_disabled"),
+            col("target_limit_reset"),
+            col("key_name"),
+            col("hash"),
+        );
+        let extra_idx: Vec<usize> = (0..table.headers.len())
+            .filter(|i| !COLUMNS.contains(&table.headers[*i].as_str()))
+            .collect();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut rows = Vec::with_capacity(table.rows.len());
+        for row in &table.rows {
+            let email = row.get(Some(email_col)).to_string();
+            if email.is_empty() {
+                return Err(table.error(row.line, "the email is empty"));
+            }
+            if let Some(first) = seen.insert(email_key(&email), row.line) {
+                return Err(table.error(
+                    row.line,
+                    format!("duplicate email {email} (also on line {first})"),
+                ));
+            }
+            let target_limit = match row.get(Some(limit_col)) {
+                "" => None,
+                s => Some(
+                    parse_money(s)
+                        .map_err(|m| table.error(row.line, format!("target_limit: {m}")))?,
+                ),
+            };
+            let target_disabled = match row.get(dis_col) {
+                "" => None,
+                s => Some(
+                    parse_bool(s)
+                        .map_err(|m| table.error(row.line, format!("target_disabled: {m}")))?,
+                ),
+            };
+            let target_limit_reset = match row.get(reset_col) {
+                "" => None,
+                s => Some(
+                    parse_reset(s)
+                        .map_err(|m| table.error(row.line, format!("target_limit_reset: {m}")))?,
+                ),
+            };
+            rows.push(LimitsRow {
+                email,
+                name: row.get(name_col).to_string(),
+                target_limit,
+                target_disabled,
+                target_limit_reset,
+                key_name: row.get(kn_col).to_string(),
+                hash: row.get(hash_col).to_string(),
+                line: row.line,
+                extra: extra_idx.iter().map(|i| row.cells[*i].clone()).collect(),
+            });
+        }
+        let extra_headers = extra_idx
+            .iter()
+            .map(|i| table.headers[*i].clone())
+            .collect();
+        Ok(LimitsFile {
+            path: path.to_path_buf(),
+            rows,
+            extra_headers,
+        })
+    }
+
+    /// The row for a key: by its hash, else by the student's email.
+    pub fn row_for(&self, hash: &str, email: &str) -> Option<&LimitsRow> {
+        self.rows
+            .iter()
+            .find(|r| !r.hash.is_empty() && r.hash == hash)
+            .or_else(|| {
+                self.rows
+                    .iter()
+                    .find(|r| email_key(&r.email) == email_key(email))
+            })
+    }
+
+    /// Rewrite the file: one row per (email, name, key) given, actuals from the key, targets kept
+    /// from the old row (an empty target is filled with the actual value).
+    pub fn rewrite<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str, &'a Key)>,
+    ) -> Result<()> {
+        let by_email: HashMap<String, &LimitsRow> =
+            self.rows.iter().map(|r| (email_key(&r.email), r)).collect();
+        let by_hash: HashMap<&str, &LimitsRow> = self
+            .rows
+            .iter()
+            .filter(|r| !r.hash.is_empty())
+            .map(|r| (r.hash.as_str(), r))
+            .collect();
+        write_atomic(&self.path, PLAIN_MODE, |w: &mut dyn Write| {
+            let mut out = CsvOut::new(w);
+            out.row(
+                COLUMNS
+                    .iter()
+                    .copied()
+                    .chain(self.extra_headers.iter().map(String::as_str)),
+            )?;
+            for (email, name, key) in keys {
+                let old = by_hash
+                    .get(key.hash.as_str())
+                    .or_else(|| by_email.get(&email_key(email)))
+                    .copied();
+                let t_limit = old.and_then(|r| r.target_limit).unwrap_or(key.limit);
+                let t_disabled = old.and_then(|r| r.target_disabled).unwrap_or(key.disabled);
+                let t_reset = old
+                    .and_then(|r| r.target_limit_reset.clone())
+                    .unwrap_or_else(|| key.limit_reset.clone());
+                let mut cells = vec![
+                    email.to_string(),
+                    name.to_string(),
+                    money_cell(t_limit),
+                    money_cell(key.limit),
+                    t_disabled.to_string(),
+                    key.disabled.to_string(),
+                    key.name.clone(),
+                    key.hash.clone(),
+                    reset_cell(t_reset.as_deref()),
+                    reset_cell(key.limit_reset.as_deref()),
+                ];
+                let extra = old.map(|r| r.extra.clone()).unwrap_or_default();
+                cells.extend(
+                    (0..self.extra_headers.len())
+                        .map(|i| extra.get(i).cloned().unwrap_or_default()),
+                );
+                out.row(&cells)?;
+            }
+            out.finish()?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_python_file_and_keeps_targets_on_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.csv");
+        std::fs::write(
+            &path,
+            "email,name,target_limit,actual_limit,target_disabled,actual_disabled,key_name,hash\n\
+             alice@uni.edu,Alice,5.0,2.0,false,false,20250907_Alice,abc\n\
+             bob@uni.edu,Bob,unlimited,2.0,true,false,20250907_Bob,def\n",
+        )
+        .unwrap();
+        let file = LimitsFile::read(&path).unwrap();
+        assert_eq!(file.rows[0].target_limit, Some(Some(5.0)));
+        assert_eq!(file.rows[1].target_limit, Some(None));
+        assert_eq!(file.rows[1].target_disabled, Some(true));
+        assert_eq!(file.rows[0].target_limit_reset, None);
+        let key = |hash: &str, name: &str| Key {
+            hash: hash.into(),
+            name: name.into(),
+            limit: Some(2.0),
+            ..serde_json::from_str(r#"{"hash":"x"}"#).unwrap()
+        };
+        let (a, b) = (key("abc", "20250907_Alice"), key("def", "20250907_Bob"));
+        file.rewrite([("alice@uni.edu", "Alice", &a), ("bob@uni.edu", "Bob", &b)])
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("alice@uni.edu,Alice,5.0,2.0,false,false,20250907_Alice,abc,none,none"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bob@uni.edu,Bob,unlimited,2.0,true,false"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_targets_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.csv");
+        std::fs::write(&path, "email,target_limit\na@b.edu,1\nc@d.edu,lots\n").unwrap();
+        let e = LimitsFile::read(&path).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("lots"), "{e}");
+    }
+}

@@ -1,0 +1,380 @@
+//! The class folder's files: reading CSVs strictly (file and line in every error),
+//! writing them atomically with the right mode, and never over an older file.
+
+pub mod limits;
+pub mod output;
+pub mod roster;
+
+use std::fs::Permissions;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Local, Utc};
+
+use crate::error::input;
+
+/// Files that hold secrets.
+pub const SECRET_MODE: u32 = 0o600;
+/// Files an instructor opens in a spreadsheet.
+pub const PLAIN_MODE: u32 = 0o644;
+
+/// A CSV file read and checked for encoding: headers (trimmed, lower-case) and rows with line numbers.
+pub struct Table {
+    pub path: PathBuf,
+    pub headers: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+pub struct Row {
+    pub line: u64,
+    pub cells: Vec<String>,
+}
+
+impl Table {
+    pub fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.headers.iter().position(|h| h == name)
+    }
+
+    pub fn require(&self, name: &str, what: &str) -> Result<usize> {
+        self.column(name).ok_or_else(|| {
+            input(format!(
+                "{}: line 1: missing column `{name}` ({what}); the header is: {}",
+                self.shown(),
+                self.headers.join(",")
+            ))
+        })
+    }
+
+    /// Error for a cell: `file: line N: message`.
+    pub fn error(&self, line: u64, msg: impl std::fmt::Display) -> anyhow::Error {
+        input(format!("{}: line {line}: {msg}", self.shown()))
+    }
+}
+
+impl Row {
+    pub fn get(&self, col: Option<usize>) -> &str {
+        col.and_then(|c| self.cells.get(c))
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Read a CSV: UTF-8 (a byte-order mark is fine), CRLF or LF, cells trimmed, blank rows skipped,
+/// spreadsheet-neutralised cells restored.
+pub fn read_table(path: &Path, what: &str) -> Result<Table> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "not found".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        input(format!("cannot read {what} {shown}: {why}"))
+    })?;
+    let body = bytes
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(&bytes);
+    if let Err(e) = std::str::from_utf8(body) {
+        let line = body[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        return Err(input(format!(
+            "{shown}: line {line}: the file is not UTF-8 text. In Excel use File > Save As > \"CSV UTF-8 \
+             (Comma delimited)\"; in LibreOffice choose the character set \"Unicode (UTF-8)\""
+        )));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .has_headers(true)
+        .from_reader(body);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| input(format!("{shown}: line 1: cannot read the header: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    if headers.iter().all(|h| h.is_empty()) {
+        return Err(input(format!(
+            "{shown}: line 1: the file is empty; it needs a header line"
+        )));
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            input(format!("{shown}: line {line}: {e}"))
+        })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.iter().all(|c| c.is_empty()) {
+            continue;
+        }
+        if record.len() > headers.len() && record.iter().skip(headers.len()).any(|c| !c.is_empty())
+        {
+            return Err(input(format!(
+                "{shown}: line {line}: {} fields but the header has {}: put double quotes around a value \
+                 that contains a comma",
+                record.len(),
+                headers.len()
+            )));
+        }
+        let mut cells: Vec<String> = record.iter().map(restore_cell).collect();
+        cells.resize(headers.len(), String::new());
+        rows.push(Row { line, cells });
+    }
+    Ok(Table {
+        path: path.to_path_buf(),
+        headers,
+        rows,
+    })
+}
+
+/// OWASP CSV-injection advice: a cell a spreadsheet would run as a formula gets a leading `'`.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = |c: char| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r');
+    let mut chars = cell.chars();
+    let needs = match chars.next() {
+        Some('-' | '+') => cell.parse::<f64>().is_err(),
+        Some(c) if risky(c) => true,
+        // Keep a literal leading quote before a risky character readable back as it was.
+        Some('\'') => chars.next().is_some_and(risky),
+        _ => false,
+    };
+    if needs {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+fn restore_cell(cell: &str) -> String {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) => rest.to_string(),
+        _ => cell.to_string(),
+    }
+}
+
+/// A CSV writer that neutralises every cell.
+pub struct CsvOut<W: Write>(csv::Writer<W>);
+
+impl<W: Write> CsvOut<W> {
+    pub fn new(w: W) -> Self {
+        CsvOut(
+            csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(w),
+        )
+    }
+    pub fn row<I, S>(&mut self, cells: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let cells: Vec<String> = cells
+            .into_iter()
+            .map(|c| neutralise(c.as_ref()).into_owned())
+            .collect();
+        self.0.write_record(&cells)?;
+        Ok(())
+    }
+    pub fn finish(self) -> Result<W> {
+        self.0
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing CSV: {}", e.error()))
+    }
+}
+
+/// Write `path` through a temp file in the same folder, created with `mode` from the first byte,
+/// then renamed over the old file: a crash never leaves half a file.
+pub fn write_atomic(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let tmp = temp_beside(path, mode)?;
+    let tmp = fill_temp(tmp, fill).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// Write a new file `DIR/STEM_YYYYMMDD_HHMMSS.EXT` (local time of `at`); if that name is taken,
+/// `…_HHMMSS-2.EXT` and so on: never over an older file.
+pub fn write_new(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    at: DateTime<Utc>,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<PathBuf> {
+    let name = format!(
+        "{stem}_{}",
+        at.with_timezone(&Local).format("%Y%m%d_%H%M%S")
+    );
+    let first = dir.join(format!("{name}.{ext}"));
+    let mut tmp = fill_temp(temp_beside(&first, mode)?, fill)
+        .with_context(|| format!("writing {}", first.display()))?;
+    for n in 1.. {
+        let target = if n == 1 {
+            first.clone()
+        } else {
+            dir.join(format!("{name}-{n}.{ext}"))
+        };
+        match tmp.persist_noclobber(&target) {
+            Ok(_) => return Ok(target),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                tmp = e.file
+            }
+            Err(e) => return Err(e.error).with_context(|| format!("saving {}", target.display())),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn temp_beside(path: &Path, mode: u32) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".classkeys-")
+        .suffix(".tmp")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "creating a file in {}: check the folder exists and is writable",
+                dir.display()
+            )
+        })
+}
+
+fn fill_temp(
+    tmp: tempfile::NamedTempFile,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<tempfile::NamedTempFile> {
+    let mut w = BufWriter::new(tmp);
+    fill(&mut w)?;
+    let tmp = w.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// A dollar amount as classkeys writes it: `unlimited` for none, `2.0`, `0.75`.
+pub fn money_cell(v: Option<f64>) -> String {
+    match v {
+        None => "unlimited".into(),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.1}"),
+        Some(v) => format!("{v}"),
+    }
+}
+
+/// A dollar amount as people write it: `2`, `2.50`, `$2`, or `unlimited` (None).
+pub fn parse_money(s: &str) -> std::result::Result<Option<f64>, String> {
+    let t = s.trim();
+    if ["unlimited", "none", "null", "no limit"]
+        .iter()
+        .any(|w| t.eq_ignore_ascii_case(w))
+    {
+        return Ok(None);
+    }
+    let n = t.strip_prefix('$').unwrap_or(t).trim();
+    match n.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+        Ok(_) => Err(format!(
+            "the limit {t:?} is not a non-negative number of dollars (or `unlimited`)"
+        )),
+        Err(_) => Err(format!(
+            "the limit {t:?} is not a number of dollars: write e.g. 2.5, or `unlimited`"
+        )),
+    }
+}
+
+/// `daily`, `weekly`, `monthly`; `none` or empty for no reset.
+pub fn parse_reset(s: &str) -> std::result::Result<Option<String>, String> {
+    let t = s.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "" | "none" | "never" => Ok(None),
+        "daily" | "weekly" | "monthly" => Ok(Some(t)),
+        _ => Err(format!(
+            "unknown limit_reset {s:?}: use daily, weekly, monthly or leave it empty"
+        )),
+    }
+}
+
+pub fn reset_cell(r: Option<&str>) -> String {
+    r.unwrap_or("none").to_string()
+}
+
+pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "y" => Ok(true),
+        "false" | "no" | "0" | "n" => Ok(false),
+        _ => Err(format!("{s:?} is not true or false")),
+    }
+}
+
+/// Emails are compared without regard to case.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// A placeholder row `check` added for a key nobody knew: not a student.
+pub fn is_placeholder(email: &str) -> bool {
+    email_key(email).ends_with("@fixme.edu")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_are_neutralised_and_read_back() {
+        for cell in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+2",
+            "-x",
+            "@SUM(A1)",
+            "\tx",
+            "'=x",
+        ] {
+            let out = neutralise(cell);
+            assert!(out.starts_with('\''), "{cell}");
+            assert_eq!(restore_cell(&out), cell);
+        }
+        for cell in ["-1.5", "+2", "Ada", "a-b", "'plain"] {
+            assert_eq!(neutralise(cell), cell);
+            assert_eq!(restore_cell(cell), cell);
+        }
+    }
+
+    #[test]
+    fn money_round_trips() {
+        assert_eq!(parse_money("unlimited"), Ok(None));
+        assert_eq!(parse_money(" $2.50 "), Ok(Some(2.5)));
+        assert_eq!(parse_money("0"), Ok(Some(0.0)));
+        assert!(parse_money("-1").is_err());
+        assert!(parse_money("five").is_err());
+        assert!(parse_money("NaN").is_err());
+        assert_eq!(money_cell(Some(5.0)), "5.0");
+        assert_eq!(money_cell(Some(0.75)), "0.75");
+        assert_eq!(money_cell(None), "unlimited");
+    }
+
+    #[test]
+    fn resets() {
+        assert_eq!(parse_reset("Monthly"), Ok(Some("monthly".into())));
+        assert_eq!(parse_reset(""), Ok(None));
+        assert!(parse_reset("hourly").is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! classkeys: hand out OpenRouter API keys to a class, watch usage, change limits, keep an audit trail.
+//!
+//! Data flows one way in every command: read inputs -> fetch the account -> pure plan
+//! (`reconcile`) -> apply through the API client -> record in keys.db -> write files -> print.
+
+pub mod cli;
+pub mod commands;
+pub mod context;
+pub mod error;
+pub mod fault;
+pub mod files;
+pub mod openrouter;
+pub mod pool;
+pub mod reconcile;
+pub mod report;
+pub mod sandbox;
+pub mod store;
+pub mod ui;
+
+use cli::{Cli, Command};
+use context::Ctx;
+pub use error::Exit;
+
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let mut ctx = Ctx::new(cli.global)?;
+    match cli.command {
+        Command::InitDb(a) => commands::init_db::run(&mut ctx, a),
+        Command::Check(a) => commands::check::run(&mut ctx, a),
+        Command::Provision(a) => commands::provision::run(&mut ctx, a),
+        Command::Update(a) => commands::update::run(&mut ctx, a),
+        Command::RefreshLimitsFile(a) => commands::refresh_limits_file::run(&mut ctx, a),
+        Command::ExportKeys(a) => commands::export_keys::run(&mut ctx, a),
+        Command::Report(a) => commands::report::run(&mut ctx, a),
+        Command::Rotate(a) => commands::rotate::run(&mut ctx, a),
+        Command::Delete(a) => commands::toggle::run(&mut ctx, a, commands::toggle::Action::Delete),
+        Command::Disable(a) => {
+            commands::toggle::run(&mut ctx, a, commands::toggle::Action::Disable)
+        }
+        Command::Enable(a) => commands::toggle::run(&mut ctx, a, commands::toggle::Action::Enable),
+        Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
+        Command::Demo(a) => commands::demo::run(&mut ctx, a),
+        Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),
+        Command::Completions(a) => commands::completions::run(a),
+    }
+}

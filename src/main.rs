@@ -1,0 +1,22 @@
+//! Entry point: parse the command line, run it, and turn any failure into one
+//! `classkeys: error: …` message on stderr and a documented exit code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match classkeys::cli::parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match classkeys::run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            classkeys::error::report(&err);
+            classkeys::error::exit_code(&err).into()
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The OpenRouter API client: one request funnel (auth, timeout, pacing, retry,
+//! error mapping) and the calls classkeys makes through it.
+
+mod pace;
+mod types;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::blocking::Response;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use pace::Pace;
+pub use types::{Created, Credits, Key, NewKey, Patch, parse_time};
+use types::{CreditsData, ErrorBody, KeyData, KeyList};
+
+pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
+/// `GET /keys` returns at most this many keys a page.
+pub const PAGE_SIZE: usize = 100;
+
+/// The management key. Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct ManagementKey(String);
+
+impl ManagementKey {
+    pub fn new(key: String) -> Self {
+        ManagementKey(key)
+    }
+}
+
+impl fmt::Debug for ManagementKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ManagementKey(redacted)")
+    }
+}
+
+/// How the funnel retries what can safely be retried.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    /// A request gives up after this long, counting every retry.
+    pub retry_window: Duration,
+    pub jobs: usize,
+}
+
+/// An API failure, typed so callers can decide (auth, not found, maybe-created).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{what}: OpenRouter answered {status}: {message}")]
+    Status {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{what}: no clear answer from OpenRouter ({detail}); the key may or may not exist")]
+    Ambiguous { what: String, detail: String },
+    #[error("{what}: gave up after {tries} tries in {secs} s: {detail}")]
+    GaveUp {
+        what: String,
+        tries: u32,
+        secs: u64,
+        detail: String,
+    },
+    #[error("{what}: OpenRouter's answer could not be read: {detail}")]
+    Decode { what: String, detail: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    /// 401 or 403: the management key is wrong; nothing else will work either.
+    pub fn is_auth(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
+    }
+    /// A create that may have made a key whose secret we never saw.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, ApiError::Ambiguous { .. })
+    }
+}
+
+pub struct Client {
+    http: reqwest::blocking::Client,
+    base: Url,
+    settings: Settings,
+    pace: Pace,
+}
+
+/// What one try of a request came to.
+enum Try<T> {
+    Done(T),
+    /// Safe to try again after the wait (or a backoff when `None`).
+    Again {
+        wait: Option<Duration>,
+        detail: String,
+    },
+    Fail(ApiError),
+}
+
+impl Client {
+    /// Checks the base URL before anything is sent: the management key goes only over
+    /// https, or over http to a loopback address (local testing, the sandbox).
+    pub fn new(base_url: &str, key: ManagementKey, settings: Settings) -> anyhow::Result<Client> {
+        let mut base = Url::parse(base_url.trim()).map_err(|e| {
+            crate::error::input(format!(
+                "--base-url {base_url:?} is not a URL ({e}); the default is {DEFAULT_BASE_URL}"
+            ))
+        })?;
+        let loopback = is_loopback(&base);
+        match base.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                return Err(crate::error::input(format!(
+                    "refusing to send the management key over plain http to {}: use https \
+                     (http is allowed only to a loopback address such as 127.0.0.1)",
+                    base.host_str().unwrap_or("?")
+                )));
+            }
+            other => {
+                return Err(crate::error::input(format!(
+                    "--base-url must be an https URL, not {other}: (the default is {DEFAULT_BASE_URL})"
+                )));
+            }
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.0)).map_err(|_| {
+            crate::error::input(
+                "the management key contains characters that cannot be sent in a header",
+            )
+        })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        let mut builder = reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("classkeys/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(16)
+            .tcp_nodelay(true);
+        if loopback {
+            // A proxy would carry the key in clear text: loopback traffic never uses one.
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+        let pace = Pace::new(settings.jobs);
+        Ok(Client {
+            http,
+            base,
+            settings,
+            pace,
+        })
+    }
+
+    pub fn jobs(&self) -> usize {
+        self.settings.jobs
+    }
+
+    /// Every key of the account, disabled ones too, all pages, de-duplicated by hash.
+    pub fn list_keys(&self) -> Result<Vec<Key>, ApiError> {
+        let mut keys = Vec::new();
+        let mut seen = HashSet::new();
+        let mut offset = 0;
+        loop {
+            let what = format!("listing keys (offset {offset})");
+            let query = [
+                ("include_disabled", "true".to_string()),
+                ("offset", offset.to_string()),
+            ];
+            let page: KeyList =
+                self.call(Method::GET, "keys", &query, None::<&()>, false, &what)?;
+            let n = page.data.len();
+            let mut new = 0;
+            for key in page.data {
+                if seen.insert(key.hash.clone()) {
+                    keys.push(key);
+                    new += 1;
+                }
+            }
+            // A short page is the last; a page of nothing new means the server ignores offset.
+            if n < PAGE_SIZE || new == 0 {
+                return Ok(keys);
+            }
+            offset += n;
+        }
+    }
+
+    pub fn get_key(&self, hash: &str) -> Result<Key, ApiError> {
+        let what = format!("reading key {}", short(hash));
+        let k: KeyData = self.call(
+            Method::GET,
+            &format!("keys/{hash}"),
+            &[],
+            None::<&()>,
+            false,
+            &what,
+        )?;
+        Ok(k.data)
+    }
+
+    /// Never retried blindly: a timeout, dropped connection or 5xx is `ApiError::Ambiguous`.
+    pub fn create_key(&self, new: &NewKey) -> Result<Created, ApiError> {
+        let what = format!("creating key {:?}", new.name);
+        self.call(Method::POST, "keys", &[], Some(new), true, &what)
+    }
+
+    pub fn update_key(&self, hash: &str, patch: &Patch) -> Result<Key, ApiError> {
+        let what = format!("updating key {}", short(hash));
+        let k: KeyData = self.call(
+            Method::PATCH,
+            &format!("keys/{hash}"),
+            &[],
+            Some(patch),
+            false,
+            &what,
+        )?;
+        Ok(k.data)
+    }
+
+    /// Deleting a key that is already gone (404) counts as done.
+    pub fn delete_key(&self, hash: &str) -> Result<(), ApiError> {
+        let what = format!("deleting key {}", short(hash));
+        match self.call::<serde_json::Value>(
+            Method::DELETE,
+            &format!("keys/{hash}"),
+            &[],
+            None::<&()>,
+            false,
+            &what,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn credits(&self) -> Result<Credits, ApiError> {
+        let c: CreditsData = self.call(
+            Method::GET,
+            "credits",
+            &[],
+            None::<&()>,
+            false,
+            "reading credits",
+        )?;
+        Ok(c.data)
+    }
+
+    /// The funnel every request goes through.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&impl Serialize>,
+        create: bool,
+        what: &str,
+    ) -> Result<T, ApiError> {
+        let url = self.base.join(path).map_err(|e| ApiError::Decode {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
+        let started = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let outcome = {
+                let _slot = self.pace.acquire();
+                let mut req = self.http.request(method.clone(), url.clone());
+                if !query.is_empty() {
+                    req = req.query(query);
+                }
+                if let Some(body) = body {
+                    req = req.json(body);
+                }
+                match req.send() {
+                    Ok(resp) => self.answer(resp, create, what),
+                    Err(e) if create && !e.is_connect() => Try::Fail(ApiError::Ambiguous {
+                        what: what.into(),
+                        detail: describe(&e),
+                    }),
+                    Err(e) => Try::Again {
+                        wait: None,
+                        detail: describe(&e),
+                    },
+                }
+            };
+            match outcome {
+                Try::Done(v) => {
+                    self.pace.succeeded();
+                    return Ok(v);
+                }
+                Try::Fail(e) => return Err(e),
+                Try::Again { wait, detail } => {
+                    let pause = wait.unwrap_or_else(|| backoff(tries));
+                    if started.elapsed() + pause > self.settings.retry_window {
+                        return Err(ApiError::GaveUp {
+                            what: what.into(),
+                            tries,
+                            secs: started.elapsed().as_secs(),
+                            detail,
+                        });
+                    }
+                    if wait.is_some() {
+                        self.pace.throttled(pause);
+                    }
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+
+    fn answer<T: DeserializeOwned>(&self, resp: Response, create: bool, what: &str) -> Try<T> {
+        let status = resp.status();
+        if status.is_success() {
+            let text = match resp.text() {
+                Ok(t) => t,
+                Err(e) if create => {
+                    return Try::Fail(ApiError::Ambiguous {
+                        what: what.into(),
+                        detail: describe(&e),
+                    });
+                }
+                Err(e) => {
+                    return Try::Again {
+                        wait: None,
+                        detail: describe(&e),
+                    };
+                }
+            };
+            return match serde_json::from_str(&text) {
+                Ok(v) => Try::Done(v),
+                Err(e) if create => Try::Fail(ApiError::Ambiguous {
+                    what: what.into(),
+                    detail: format!("unreadable answer: {e}"),
+                }),
+                Err(e) => Try::Fail(ApiError::Decode {
+                    what: what.into(),
+                    detail: e.to_string(),
+                }),
+            };
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = rate_limit_wait(resp.headers())
+                .unwrap_or_else(|| backoff(1).max(Duration::from_secs(1)));
+            return Try::Again {
+                wait: Some(wait),
+                detail: "rate limited (429)".into(),
+            };
+        }
+        let transient = matches!(status.as_u16(), 500 | 502 | 503 | 504);
+        let message = error_message(resp);
+        if transient && create {
+            // A gateway can answer 5xx after the key was made.
+            return Try::Fail(ApiError::Ambiguous {
+                what: what.into(),
+                detail: format!("{status}: {message}"),
+            });
+        }
+        if transient {
+            return Try::Again {
+                wait: None,
+                detail: format!("{status}: {message}"),
+            };
+        }
+        Try::Fail(ApiError::Status {
+            what: what.into(),
+            status: status.as_u16(),
+            message,
+        })
+    }
+}
+
+/// The API's `{"error": {"message": …}}`, or the start of whatever came instead.
+fn error_message(resp: Response) -> String {
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) if !body.error.message.is_empty() => body.error.message,
+        _ if text.trim().is_empty() => status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string(),
+        _ => text.chars().take(200).collect(),
+    }
+}
+
+/// `Retry-After` (seconds) first, then `X-RateLimit-Reset` (epoch ms or s, or seconds from now).
+fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
+    let num =
+        |name| -> Option<f64> { headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok() };
+    if let Some(secs) = num(RETRY_AFTER.as_str()).filter(|s| s.is_finite() && *s >= 0.0) {
+        return Some(Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let reset = num("x-ratelimit-reset").filter(|s| s.is_finite() && *s >= 0.0)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let secs = if reset > 1e12 {
+        reset / 1000.0 - now
+    } else if reset > 1e9 {
+        reset - now
+    } else {
+        reset
+    };
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+}
+
+/// Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s … at most 8 s, each scaled by 0.5..1.
+fn backoff(tries: u32) -> Duration {
+    let base = 0.25 * 2f64.powi(tries.saturating_sub(1).min(5) as i32);
+    Duration::from_secs_f64(base.min(8.0) * (0.5 + fastrand::f64() * 0.5))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading the answer"
+    } else if e.is_request() {
+        "connection dropped"
+    } else {
+        "network error"
+    };
+    // reqwest's message names the URL, never the headers.
+    let mut detail = kind.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = format!("{detail}: {s}");
+        src = s.source();
+    }
+    detail
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            timeout: Duration::from_secs(5),
+            retry_window: Duration::from_secs(5),
+            jobs: 2,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        let key = || ManagementKey::new("sk-or-v1-sentinel".into());
+        assert!(Client::new("http://127.0.0.1:9/api/v1", key(), settings()).is_ok());
+        assert!(Client::new("http://localhost:9/api/v1", key(), settings()).is_ok());
+        assert!(Client::new("http://[::1]:9/api/v1", key(), settings()).is_ok());
+        assert!(Client::new("https://openrouter.ai/api/v1", key(), settings()).is_ok());
+        let err = Client::new("http://example.com/api/v1", key(), settings())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("plain http"), "{err}");
+        assert!(!format!("{err:?}").contains("sentinel"));
+        assert!(Client::new("ftp://x", key(), settings()).is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        assert!(
+            !format!("{:?}", ManagementKey::new("sk-or-v1-sentinel".into())).contains("sentinel")
+        );
+    }
+
+    #[test]
+    fn retry_after_wins_then_reset_header() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("3"));
+        assert_eq!(rate_limit_wait(&h), Some(Duration::from_secs(3)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        assert_eq!(rate_limit_wait(&h), Some(Duration::from_secs(1)));
+        let mut h = HeaderMap::new();
+        let in_2s = (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 2000)
+            .to_string();
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&in_2s).unwrap());
+        let w = rate_limit_wait(&h).unwrap();
+        assert!(
+            w > Duration::from_millis(1500) && w <= Duration::from_secs(2),
+            "{w:?}"
+        );
+        assert_eq!(rate_limit_wait(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert!(backoff(1) <= Duration::from_millis(250));
+        assert!(backoff(3) >= Duration::from_millis(500));
+        assert!(backoff(30) <= Duration::from_secs(8));
+    }
+}

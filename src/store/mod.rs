@@ -1,0 +1,572 @@
+//! keys.db: opening (owner-only, migrated, locked for writers) and every query classkeys makes.
+//! A change to a key and its audit row are written in one transaction.
+
+mod lock;
+mod migrate;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::openrouter::{Key, parse_time};
+pub use lock::ClassLock;
+use migrate::Kind;
+pub use migrate::LATEST as SCHEMA_VERSION;
+
+pub struct Store {
+    conn: Connection,
+    _lock: Option<ClassLock>,
+}
+
+/// A key as keys.db remembers it.
+#[derive(Debug, Clone, Default)]
+pub struct KnownKey {
+    pub hash: String,
+    pub email: String,
+    pub key_name: String,
+    pub secret: Option<String>,
+    pub limit: Option<f64>,
+    pub limit_reset: Option<String>,
+    pub expires_at: Option<String>,
+    pub disabled: bool,
+    pub deleted: bool,
+}
+
+/// A create that was sent (or about to be) and whose outcome is not yet settled.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: i64,
+    pub email: String,
+    pub key_name: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub hash: String,
+    pub email: String,
+    pub action: &'static str,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// One row of `export-keys`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportRow {
+    pub email: String,
+    pub name: String,
+    pub api_key: String,
+    pub key_name: String,
+    pub limit: Option<f64>,
+    pub disabled: bool,
+}
+
+/// One usage observation, for reports.
+#[derive(Debug, Clone)]
+pub struct UsagePoint {
+    pub hash: String,
+    pub usage: f64,
+    pub at: DateTime<Utc>,
+}
+
+/// What `report` needs to know of each key.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub hash: String,
+    pub email: String,
+    pub name: String,
+    pub key_name: String,
+    pub limit: Option<f64>,
+    pub disabled: bool,
+    pub deleted: bool,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The instant a command runs at, to the second: usage rows and file names share it,
+/// so a snapshot's name is exactly the time of the usage it holds.
+pub fn run_time() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+}
+
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+impl Store {
+    /// `init-db`: create the file owner-only (or upgrade an existing one). Returns what it did.
+    pub fn init(path: &Path) -> Result<String> {
+        if path.exists() {
+            let store = Store::open(path)?;
+            let n: i64 = store
+                .conn
+                .query_row("SELECT COUNT(*) FROM student", [], |r| r.get(0))?;
+            return Ok(format!(
+                "{} is ready (schema {}, {n} students); nothing to do",
+                shown(path),
+                SCHEMA_VERSION
+            ));
+        }
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "creating {}: check the folder exists and is writable",
+                    shown(path)
+                )
+            })?;
+        Store::open(path)?;
+        Ok(format!(
+            "created {} (owner-only, schema {})",
+            shown(path),
+            SCHEMA_VERSION
+        ))
+    }
+
+    /// Open for a command that changes the class: takes the class lock first.
+    pub fn open(path: &Path) -> Result<Store> {
+        let lock = ClassLock::acquire(path)?;
+        let mut store = Store::open_inner(path)?;
+        store._lock = Some(lock);
+        Ok(store)
+    }
+
+    /// Open for reading only (export, report): no lock, and readers never wait for a writer.
+    pub fn open_read(path: &Path) -> Result<Store> {
+        Store::open_inner(path)
+    }
+
+    fn open_inner(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(crate::error::input(format!(
+                "database not found: {}. Run `classkeys init-db` in the class folder first (or pass --db FILE)",
+                shown(path)
+            )));
+        }
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening {}", shown(path)))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        match migrate::classify(&conn, &shown(path))? {
+            Kind::Classkeys(v) if v == SCHEMA_VERSION => {}
+            Kind::Classkeys(v) => migrate::upgrade(&mut conn, v)?,
+            Kind::Empty => migrate::upgrade(&mut conn, 0)?,
+            Kind::Python => {
+                let backup = backup_copy(path)?;
+                let before = counts(&conn)?;
+                migrate::upgrade(&mut conn, 0)?;
+                let after = counts(&conn)?;
+                eprintln!(
+                    "classkeys: upgraded {} from manage_keys.py to classkeys schema {}: kept {} students, {} keys, \
+                     {} usage rows, {} changelog rows (before: {}, {}, {}, {}); the original is saved as {}",
+                    shown(path),
+                    SCHEMA_VERSION,
+                    after[0],
+                    after[1],
+                    after[2],
+                    after[3],
+                    before[0],
+                    before[1],
+                    before[2],
+                    before[3],
+                    backup.display()
+                );
+            }
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Store { conn, _lock: None })
+    }
+
+    /// Row counts of student, key, usage, changelog.
+    pub fn counts(&self) -> Result<[i64; 4]> {
+        counts(&self.conn)
+    }
+
+    pub fn known_keys(&self) -> Result<Vec<KnownKey>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key_hash, COALESCE(email, ''), COALESCE(key_name, ''), api_key, credit_limit, limit_reset,
+                    expires_at, COALESCE(disabled, 0), deleted_at IS NOT NULL
+             FROM key ORDER BY created_at, key_hash",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(KnownKey {
+                hash: r.get(0)?,
+                email: r.get(1)?,
+                key_name: r.get(2)?,
+                secret: r.get(3)?,
+                limit: r.get(4)?,
+                limit_reset: r.get(5)?,
+                expires_at: r.get(6)?,
+                disabled: r.get(7)?,
+                deleted: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Names keys.db knows for emails (students added by earlier runs, or by the Python tool).
+    pub fn student_names(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT email, COALESCE(name, '') FROM student")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Record what the account looks like now: students, each key's state, one usage row per key.
+    pub fn record_state(
+        &mut self,
+        at: DateTime<Utc>,
+        students: &[(&str, &str)],
+        keys: &[(&Key, &str)],
+    ) -> Result<()> {
+        let at = stamp(at);
+        let tx = self.conn.transaction()?;
+        {
+            let mut student = tx.prepare_cached(
+                "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(email) DO UPDATE SET name = excluded.name",
+            )?;
+            for (email, name) in students {
+                student.execute(params![email, name, at])?;
+            }
+            let mut usage = tx.prepare_cached(
+                "INSERT INTO usage (key_hash, usage, checked_at, credit_limit, disabled) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (key, email) in keys {
+                upsert_key(&tx, key, email)?;
+                usage.execute(params![key.hash, key.usage, at, key.limit, key.disabled])?;
+            }
+        }
+        tx.commit().context("saving usage to keys.db")?;
+        Ok(())
+    }
+
+    /// Before any create is sent: one row per planned key, in one transaction.
+    pub fn begin_attempts(
+        &mut self,
+        at: DateTime<Utc>,
+        planned: &[(&str, &str)],
+    ) -> Result<Vec<i64>> {
+        let at = stamp(at);
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(planned.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO create_attempt (email, key_name, started_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (email, key_name) in planned {
+                stmt.execute(params![email, key_name, at])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().context("recording planned keys in keys.db")?;
+        Ok(ids)
+    }
+
+    pub fn pending_attempts(&self) -> Result<Vec<Attempt>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, email, key_name, started_at FROM create_attempt WHERE state IN ('pending', 'ambiguous') ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let at: String = r.get(3)?;
+            Ok(Attempt {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                key_name: r.get(2)?,
+                started_at: parse_time(&at).unwrap_or_else(Utc::now),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Settle attempts: `ambiguous` (may exist), `failed` (surely not made), `resolved` (looked for and settled).
+    pub fn settle_attempts(&mut self, ids: &[i64], state: &str) -> Result<()> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE create_attempt SET state = ?1, finished_at = ?2 WHERE id = ?3",
+            )?;
+            for id in ids {
+                stmt.execute(params![state, at, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The moment a create answers: its hash and secret, the key row and the audit row, committed at once.
+    pub fn record_created(
+        &mut self,
+        attempt: Option<i64>,
+        email: &str,
+        name: &str,
+        key: &Key,
+        secret: &str,
+        extra: &[Change],
+    ) -> Result<()> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
+            params![email, name, at],
+        )?;
+        upsert_key(&tx, key, email)?;
+        tx.execute(
+            "UPDATE key SET api_key = ?1 WHERE key_hash = ?2",
+            params![secret, key.hash],
+        )?;
+        let created = Change {
+            hash: key.hash.clone(),
+            email: email.to_string(),
+            action: "created",
+            old: None,
+            new: Some(describe_key(key)),
+        };
+        for change in std::iter::once(&created).chain(extra) {
+            insert_change(&tx, change, &at)?;
+        }
+        if let Some(id) = attempt {
+            tx.execute(
+                "UPDATE create_attempt SET state = 'done', key_hash = ?1, finished_at = ?2 WHERE id = ?3",
+                params![key.hash, at, id],
+            )?;
+        }
+        tx.commit()
+            .with_context(|| format!("saving the secret of new key {} to keys.db", key.name))?;
+        Ok(())
+    }
+
+    /// A key changed on the account: its new state and its audit rows, in one transaction.
+    pub fn record_changes(&mut self, key: Option<(&Key, &str)>, changes: &[Change]) -> Result<()> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        if let Some((key, email)) = key {
+            upsert_key(&tx, key, email)?;
+        }
+        for change in changes {
+            insert_change(&tx, change, &at)?;
+            if change.action == "deleted" {
+                tx.execute(
+                    "UPDATE key SET deleted_at = ?1 WHERE key_hash = ?2",
+                    params![at, change.hash],
+                )?;
+            }
+        }
+        tx.commit().context("saving changes to keys.db")?;
+        Ok(())
+    }
+
+    /// Store a secret for a key keys.db knows (import-keys). Returns false when it already had it.
+    pub fn set_secret(&mut self, key: &Key, email: &str, name: &str, secret: &str) -> Result<bool> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        let had: Option<Option<String>> = tx
+            .query_row(
+                "SELECT api_key FROM key WHERE key_hash = ?1",
+                [&key.hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if had.flatten().as_deref() == Some(secret) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
+            params![email, name, at],
+        )?;
+        upsert_key(&tx, key, email)?;
+        tx.execute(
+            "UPDATE key SET api_key = ?1 WHERE key_hash = ?2",
+            params![secret, key.hash],
+        )?;
+        let change = Change {
+            hash: key.hash.clone(),
+            email: email.to_string(),
+            action: "secret_imported",
+            old: None,
+            new: Some(key.label.clone()),
+        };
+        insert_change(&tx, &change, &at)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Every stored secret of a key that is not deleted, with its student.
+    pub fn export_rows(&self) -> Result<Vec<ExportRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT k.email, COALESCE(s.name, ''), k.api_key, COALESCE(k.key_name, ''), k.credit_limit, COALESCE(k.disabled, 0)
+             FROM key k LEFT JOIN student s ON s.email = k.email
+             WHERE k.api_key IS NOT NULL AND k.api_key != '' AND k.deleted_at IS NULL
+             ORDER BY k.email, k.created_at",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ExportRow {
+                email: r.get(0)?,
+                name: r.get(1)?,
+                api_key: r.get(2)?,
+                key_name: r.get(3)?,
+                limit: r.get(4)?,
+                disabled: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every key keys.db knows, with its student, for reports.
+    pub fn key_infos(&self) -> Result<Vec<KeyInfo>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT k.key_hash, COALESCE(k.email, ''), COALESCE(s.name, ''), COALESCE(k.key_name, ''), k.credit_limit,
+                    COALESCE(k.disabled, 0), k.deleted_at IS NOT NULL, k.created_at
+             FROM key k LEFT JOIN student s ON s.email = k.email ORDER BY s.name, k.email",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let created: Option<String> = r.get(7)?;
+            Ok(KeyInfo {
+                hash: r.get(0)?,
+                email: r.get(1)?,
+                name: r.get(2)?,
+                key_name: r.get(3)?,
+                limit: r.get(4)?,
+                disabled: r.get(5)?,
+                deleted: r.get(6)?,
+                created_at: created.as_deref().and_then(parse_time),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The whole usage history, oldest first.
+    pub fn usage_history(&self) -> Result<Vec<UsagePoint>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_hash, COALESCE(usage, 0), checked_at FROM usage WHERE key_hash IS NOT NULL ORDER BY checked_at, id")?;
+        let rows = stmt.query_map([], |r| {
+            let at: String = r.get(2)?;
+            Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?, at))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hash, usage, at) = row?;
+            if let Some(at) = parse_time(&at) {
+                out.push(UsagePoint { hash, usage, at });
+            }
+        }
+        Ok(out)
+    }
+
+    #[doc(hidden)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn upsert_key(tx: &rusqlite::Transaction, key: &Key, email: &str) -> rusqlite::Result<()> {
+    let created = key.created().map(stamp).or_else(|| key.created_at.clone());
+    tx.prepare_cached(
+        "INSERT INTO key (key_hash, email, key_name, created_at, credit_limit, disabled, label, limit_reset,
+                          expires_at, usage, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(key_hash) DO UPDATE SET email = excluded.email, key_name = excluded.key_name,
+             credit_limit = excluded.credit_limit, disabled = excluded.disabled, label = excluded.label,
+             limit_reset = excluded.limit_reset, expires_at = excluded.expires_at, usage = excluded.usage,
+             updated_at = excluded.updated_at, created_at = COALESCE(key.created_at, excluded.created_at),
+             deleted_at = NULL",
+    )?
+    .execute(params![
+        key.hash,
+        email,
+        key.name,
+        created,
+        key.limit,
+        key.disabled,
+        key.label,
+        key.limit_reset,
+        key.expires_at,
+        key.usage,
+        key.updated_at
+    ])?;
+    Ok(())
+}
+
+fn insert_change(tx: &rusqlite::Transaction, c: &Change, at: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO changelog (key_hash, action, old_value, new_value, changed_at, email) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![c.hash, c.action, c.old, c.new, at, c.email])?;
+    Ok(())
+}
+
+/// How a new key is described in its `created` audit row.
+pub fn describe_key(key: &Key) -> String {
+    let mut s = format!(
+        "name={} limit={}",
+        key.name,
+        crate::files::money_cell(key.limit)
+    );
+    if let Some(r) = &key.limit_reset {
+        s.push_str(&format!(" limit_reset={r}"));
+    }
+    if let Some(e) = &key.expires_at {
+        s.push_str(&format!(" expires_at={e}"));
+    }
+    s
+}
+
+fn counts(conn: &Connection) -> Result<[i64; 4]> {
+    let mut out = [0; 4];
+    for (i, t) in ["student", "key", "usage", "changelog"].iter().enumerate() {
+        out[i] = conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+    }
+    Ok(out)
+}
+
+/// `keys.db.bak-YYYYMMDD_HHMMSS`, owner-only from the first byte, never over an older copy.
+fn backup_copy(path: &Path) -> Result<PathBuf> {
+    let base = format!(
+        "{}.bak-{}",
+        path.display(),
+        Local::now().format("%Y%m%d_%H%M%S")
+    );
+    let mut target = PathBuf::from(&base);
+    let mut n = 2;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+        {
+            Ok(mut out) => {
+                let mut src = std::fs::File::open(path)
+                    .with_context(|| format!("reading {}", shown(path)))?;
+                std::io::copy(&mut src, &mut out)
+                    .with_context(|| format!("writing {}", target.display()))?;
+                out.sync_all()?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                target = PathBuf::from(format!("{base}-{n}"));
+                n += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("saving a copy of {} before upgrading it", shown(path))
+                });
+            }
+        }
+    }
+}
