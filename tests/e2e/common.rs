@@ -1,0 +1,432 @@
+//! The fake OpenRouter and the helpers every test uses.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A management key no output or file may ever contain.
+pub const SENTINEL: &str = "sk-or-v1-SENTINEL-management-key-0123456789abcdef";
+
+/// Something the fake does instead of answering normally, once.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer this status with an OpenRouter error body; do nothing.
+    Status(u16),
+    /// 429 with `Retry-After: secs`.
+    RateLimit(u64),
+    /// Do the request (e.g. create the key), then answer this status.
+    DoThenStatus(u16),
+    /// Do the request, then answer only after this long (the client times out first).
+    DoThenHang(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeKey {
+    pub data: Value,
+    pub secret: String,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// Newest first, like the API lists them.
+    pub keys: Vec<FakeKey>,
+    pub seq: u64,
+    pub faults: Vec<(String, VecDeque<Fault>)>,
+    pub credits: (f64, f64),
+}
+
+impl State {
+    fn take_fault(&mut self, method: &str) -> Option<Fault> {
+        self.faults
+            .iter_mut()
+            .find(|(m, _)| m == method)
+            .and_then(|(_, q)| q.pop_front())
+    }
+
+    pub fn add_key(
+        &mut self,
+        name: &str,
+        limit: Option<f64>,
+        disabled: bool,
+        usage: f64,
+    ) -> (String, String) {
+        self.seq += 1;
+        let seq = self.seq;
+        let hash = format!("{:064x}", 0xabc000 + seq);
+        let secret = format!("sk-or-v1-{:064x}", 0x5ec000 + seq);
+        let label = format!("{}...{}", &secret[..12], &secret[secret.len() - 4..]);
+        let created = chrono::Utc::now() + chrono::Duration::milliseconds(seq as i64);
+        let data = json!({
+            "hash": hash, "name": name, "label": label, "disabled": disabled, "limit": limit,
+            "limit_remaining": limit.map(|l| (l - usage).max(0.0)), "limit_reset": null,
+            "include_byok_in_limit": false, "usage": usage, "usage_daily": usage, "usage_weekly": usage,
+            "usage_monthly": usage, "byok_usage": 0.0, "byok_usage_daily": 0.0, "byok_usage_weekly": 0.0,
+            "byok_usage_monthly": 0.0,
+            "created_at": created.to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+            "updated_at": null, "creator_user_id": null, "workspace_id": null
+        });
+        self.keys.insert(
+            0,
+            FakeKey {
+                data,
+                secret: secret.clone(),
+            },
+        );
+        (hash, secret)
+    }
+}
+
+fn error(status: u16, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"error": {"code": status, "message": message}}))
+}
+
+struct Responder(Arc<Mutex<State>>);
+
+impl Respond for Responder {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut st = self.0.lock().unwrap();
+        let method = req.method.as_str().to_string();
+        let auth = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if auth != format!("Bearer {SENTINEL}") {
+            return error(401, "Missing Authentication header");
+        }
+        let fault = st.take_fault(&method);
+        match &fault {
+            Some(Fault::Status(s)) => return error(*s, "Injected failure"),
+            Some(Fault::RateLimit(secs)) => {
+                return error(429, "Rate limit exceeded")
+                    .insert_header("Retry-After", secs.to_string().as_str());
+            }
+            _ => {}
+        }
+        let path = req.url.path().trim_end_matches('/').to_string();
+        let answer = route(&mut st, &method, &path, req);
+        match fault {
+            Some(Fault::DoThenStatus(s)) => error(s, "Bad gateway"),
+            Some(Fault::DoThenHang(d)) => answer.set_delay(d),
+            _ => answer,
+        }
+    }
+}
+
+fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTemplate {
+    let query = |name: &str| {
+        req.url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match (method, path) {
+        ("GET", "/api/v1/keys") => {
+            let offset: usize = query("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let with_disabled = query("include_disabled").as_deref() == Some("true");
+            let visible: Vec<&Value> = st
+                .keys
+                .iter()
+                .map(|k| &k.data)
+                .filter(|d| with_disabled || d["disabled"] == json!(false))
+                .collect();
+            let page: Vec<Value> = visible
+                .into_iter()
+                .skip(offset)
+                .take(100)
+                .cloned()
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({ "data": page }))
+        }
+        ("POST", "/api/v1/keys") => {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(b) => b,
+                Err(_) => return error(400, "Invalid JSON"),
+            };
+            let Some(name) = body["name"].as_str().filter(|n| !n.is_empty()) else {
+                return error(400, "name is required");
+            };
+            for k in body.as_object().unwrap().keys() {
+                if ![
+                    "name",
+                    "limit",
+                    "limit_reset",
+                    "include_byok_in_limit",
+                    "expires_at",
+                ]
+                .contains(&k.as_str())
+                {
+                    return error(400, &format!("unknown field {k}"));
+                }
+            }
+            let limit = body["limit"].as_f64();
+            let (hash, secret) = st.add_key(name, limit, false, 0.0);
+            let data = &mut st.keys[0].data;
+            data["limit_reset"] = body["limit_reset"].clone();
+            if body.get("expires_at").is_some() {
+                data["expires_at"] = body["expires_at"].clone();
+            }
+            let _ = hash;
+            ResponseTemplate::new(201).set_body_json(json!({ "data": data.clone(), "key": secret }))
+        }
+        ("GET", "/api/v1/credits") => {
+            let (total, used) = st.credits;
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": {"total_credits": total, "total_usage": used}}))
+        }
+        (_, p) if p.starts_with("/api/v1/keys/") => {
+            let hash = &p["/api/v1/keys/".len()..];
+            let Some(i) = st.keys.iter().position(|k| k.data["hash"] == json!(hash)) else {
+                return error(404, "Key not found");
+            };
+            match method {
+                "GET" => ResponseTemplate::new(200)
+                    .set_body_json(json!({"data": st.keys[i].data.clone()})),
+                "DELETE" => {
+                    st.keys.remove(i);
+                    ResponseTemplate::new(200).set_body_json(json!({"deleted": true}))
+                }
+                "PATCH" => {
+                    let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
+                    let data = &mut st.keys[i].data;
+                    for (k, v) in body.as_object().cloned().unwrap_or_default() {
+                        if ![
+                            "name",
+                            "disabled",
+                            "limit",
+                            "limit_reset",
+                            "include_byok_in_limit",
+                        ]
+                        .contains(&k.as_str())
+                        {
+                            return error(400, &format!("unknown field {k}"));
+                        }
+                        data[k.as_str()] = v;
+                    }
+                    data["updated_at"] = json!(chrono::Utc::now().to_rfc3339());
+                    ResponseTemplate::new(200).set_body_json(json!({"data": data.clone()}))
+                }
+                _ => error(405, "Method not allowed"),
+            }
+        }
+        _ => error(404, "Not found"),
+    }
+}
+
+pub struct Fake {
+    pub server: MockServer,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl Fake {
+    pub async fn start() -> Fake {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State {
+            credits: (1000.0, 0.0),
+            ..Default::default()
+        }));
+        Mock::given(any())
+            .respond_with(Responder(state.clone()))
+            .mount(&server)
+            .await;
+        Fake { server, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/api/v1", self.server.uri())
+    }
+
+    pub fn add_key(&self, name: &str, limit: Option<f64>, disabled: bool, usage: f64) -> String {
+        self.state
+            .lock()
+            .unwrap()
+            .add_key(name, limit, disabled, usage)
+            .0
+    }
+
+    pub fn fault(&self, method: &str, fault: Fault) {
+        let mut st = self.state.lock().unwrap();
+        match st.faults.iter_mut().find(|(m, _)| m == method) {
+            Some((_, q)) => q.push_back(fault),
+            None => st
+                .faults
+                .push((method.to_string(), VecDeque::from([fault]))),
+        }
+    }
+
+    pub fn keys(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .keys
+            .iter()
+            .map(|k| k.data.clone())
+            .collect()
+    }
+
+    pub fn secret_of(&self, hash: &str) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .keys
+            .iter()
+            .find(|k| k.data["hash"] == json!(hash))
+            .map(|k| k.secret.clone())
+    }
+
+    pub fn set(&self, hash: &str, field: &str, value: Value) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(k) = st.keys.iter_mut().find(|k| k.data["hash"] == json!(hash)) {
+            k.data[field] = value;
+        }
+    }
+
+    pub fn keys_named(&self, name: &str) -> Vec<Value> {
+        self.keys()
+            .into_iter()
+            .filter(|k| k["name"] == json!(name))
+            .collect()
+    }
+
+    /// (method, path?query, body) of every request received so far.
+    pub async fn requests(&self) -> Vec<(String, String, String)> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let pq = match r.url.query() {
+                    Some(q) => format!("{}?{q}", r.url.path()),
+                    None => r.url.path().to_string(),
+                };
+                (
+                    r.method.to_string(),
+                    pq,
+                    String::from_utf8_lossy(&r.body).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn count(&self, method: &str) -> usize {
+        self.requests()
+            .await
+            .iter()
+            .filter(|r| r.0 == method)
+            .count()
+    }
+}
+
+/// A class folder with a roster.
+pub struct Class {
+    pub dir: tempfile::TempDir,
+}
+
+impl Class {
+    pub fn new(roster: &str) -> Class {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("roster.csv"), roster).unwrap();
+        Class { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    /// Files whose names start with `prefix`, sorted.
+    pub fn files(&self, prefix: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The binary, with a clean environment, in this folder, talking to `fake`.
+    pub fn cmd(&self, fake: &Fake) -> assert_cmd::Command {
+        let mut cmd = bare(self.dir.path());
+        cmd.env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
+            .env("OPENROUTER_BASE_URL", fake.url());
+        cmd
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path("keys.db")).unwrap()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+/// The binary with nothing from the caller's environment.
+pub fn bare(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("classkeys").unwrap();
+    cmd.env_clear()
+        .current_dir(dir)
+        .env("CLASSKEYS_RETRY_WINDOW", "10")
+        .env("TZ", "UTC");
+    cmd
+}
+
+/// A roster of `n` students: s0001@uni.edu, Student 0001 …
+pub fn roster(n: usize) -> String {
+    let mut s = String::from("email,name\n");
+    for i in 1..=n {
+        s.push_str(&format!("s{i:04}@uni.edu,Student {i:04}\n"));
+    }
+    s
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+pub fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", stdout(out)))
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Parse a CSV file into header-keyed rows.
+pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
