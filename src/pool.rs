@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// Run `work` on every item with at most `jobs` at once; `done` sees each result on this
-/// thread, in completion order, and returns false to stop starting new items.
+/// thread, in completion order, and returns false to stop starting new items. A result for
+/// which `fatal` is true stops new items at once, in the worker, before `done` sees it.
 pub fn run<J: Sync, R: Send>(
     jobs: usize,
     items: &[J],
     work: impl Fn(&J) -> R + Sync,
+    fatal: impl Fn(&R) -> bool + Sync,
     mut done: impl FnMut(&J, R) -> bool,
 ) {
     if items.is_empty() {
@@ -22,12 +24,16 @@ pub fn run<J: Sync, R: Send>(
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, items.len()) {
             let tx = tx.clone();
-            let (next, stop, work) = (&next, &stop, &work);
+            let (next, stop, work, fatal) = (&next, &stop, &work, &fatal);
             scope.spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(item) = items.get(i) else { break };
-                    if tx.send((i, work(item))).is_err() {
+                    let result = work(item);
+                    if fatal(&result) {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    if tx.send((i, result)).is_err() {
                         break;
                     }
                 }
@@ -55,6 +61,7 @@ mod tests {
             8,
             &items,
             |x| x * 2,
+            |_| false,
             |x, r| {
                 assert_eq!(r, x * 2);
                 seen.push(*x);
@@ -77,6 +84,7 @@ mod tests {
                 *started.lock().unwrap() += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             },
+            |_| false,
             |_, _| {
                 handed += 1;
                 false

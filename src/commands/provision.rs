@@ -317,6 +317,7 @@ pub fn create_all(
                     }
                     r
                 },
+                |r| matches!(r, Err(e) if !e.is_ambiguous()),
                 |(p, id), result| {
                     bar.inc(1);
                     handed.push(*id);

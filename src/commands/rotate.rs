@@ -130,6 +130,7 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
             client.jobs(),
             &to_delete,
             |(_, key, _)| client.delete_key(&key.hash),
+            |r| r.is_err(),
             |(email, key, new_hash), result| match result {
                 Ok(()) => {
                     let change = Change {

@@ -195,6 +195,7 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
                     )
                     .map(Some),
             },
+            |r| r.is_err(),
             |(email, _, before), result| {
                 bar.inc(1);
                 let recorded = match result {

@@ -110,6 +110,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
                 client.jobs(),
                 &jobs,
                 |job| client.update_key(&job.before.hash, &job.patch),
+                |r| r.is_err(),
                 |job, result| {
                     bar.inc(1);
                     match result {

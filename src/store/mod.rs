@@ -184,6 +184,9 @@ impl Store {
                 );
             }
         }
+        // The schema names foreign keys, but rows may outlive what they point at (a key deleted
+        // from the account keeps its history; the Python tool never enforced them either).
+        conn.pragma_update(None, "foreign_keys", false)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Store { conn, _lock: None })

@@ -17,6 +17,8 @@ pub const SENTINEL: &str = "sk-or-v1-SENTINEL-management-key-0123456789abcdef";
 /// Something the fake does instead of answering normally, once.
 #[derive(Debug, Clone)]
 pub enum Fault {
+    /// Answer normally (to let some requests through before a fault).
+    Pass,
     /// Answer this status with an OpenRouter error body; do nothing.
     Status(u16),
     /// 429 with `Retry-After: secs`.
@@ -40,6 +42,8 @@ pub struct State {
     pub seq: u64,
     pub faults: Vec<(String, VecDeque<Fault>)>,
     pub credits: (f64, f64),
+    /// Every answer waits this long (to make runs overlap).
+    pub delay: Option<Duration>,
 }
 
 impl State {
@@ -112,7 +116,10 @@ impl Respond for Responder {
             _ => {}
         }
         let path = req.url.path().trim_end_matches('/').to_string();
-        let answer = route(&mut st, &method, &path, req);
+        let mut answer = route(&mut st, &method, &path, req);
+        if let Some(d) = st.delay {
+            answer = answer.set_delay(d);
+        }
         match fault {
             Some(Fault::DoThenStatus(s)) => error(s, "Bad gateway"),
             Some(Fault::DoThenHang(d)) => answer.set_delay(d),
