@@ -265,23 +265,26 @@ pub fn plan_updates<'a>(
         .iter()
         .map(|(e, _, k)| (k.hash.as_str(), (*e, *k)))
         .collect();
+    let by_email: HashMap<String, (String, &'a Key)> = view
+        .entries
+        .iter()
+        .filter_map(|e| {
+            e.key()
+                .map(|k| (email_key(&e.student.email), (e.student.email.clone(), k)))
+        })
+        .chain(
+            view.orphans
+                .iter()
+                .map(|o| (email_key(&o.email), (o.email.clone(), o.key))),
+        )
+        .collect();
     let mut planned = Vec::new();
     let mut skipped = Vec::new();
     for row in &limits.rows {
         let found = by_hash
             .get(row.hash.as_str())
             .map(|(e, k)| (e.to_string(), *k))
-            .or_else(|| {
-                view.entry(&row.email)
-                    .and_then(|e| e.key())
-                    .map(|k| (e_mail(row), k))
-            })
-            .or_else(|| {
-                view.orphans
-                    .iter()
-                    .find(|o| email_key(&o.email) == email_key(&row.email))
-                    .map(|o| (o.email.clone(), o.key))
-            });
+            .or_else(|| by_email.get(&email_key(&row.email)).cloned());
         let Some((email, key)) = found else {
             skipped.push(Skipped {
                 email: row.email.clone(),
@@ -296,10 +299,6 @@ pub fn plan_updates<'a>(
         }
     }
     (planned, skipped)
-}
-
-fn e_mail(row: &LimitsRow) -> String {
-    row.email.clone()
 }
 
 pub fn patch_for(row: &LimitsRow, key: &Key) -> Patch {

@@ -105,16 +105,26 @@ impl Class {
         self.store.record_state(at, &students, &keys)
     }
 
-    /// Replace a key's state after the API answered with it (create, PATCH), no re-listing.
-    pub fn apply(&mut self, key: Key) {
-        match self.account.iter_mut().find(|k| k.hash == key.hash) {
-            Some(k) => *k = key,
-            None => self.account.insert(0, key),
+    /// Take the keys' state from what the API answered (create, PATCH): no re-listing.
+    pub fn apply(&mut self, keys: Vec<Key>) {
+        let index: HashMap<String, usize> = self
+            .account
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.hash.clone(), i))
+            .collect();
+        for key in keys {
+            match index.get(&key.hash) {
+                Some(&i) => self.account[i] = key,
+                None => self.account.push(key),
+            }
         }
     }
 
-    pub fn remove(&mut self, hash: &str) {
-        self.account.retain(|k| k.hash != hash);
+    /// Forget keys the API deleted.
+    pub fn remove(&mut self, hashes: &[String]) {
+        let gone: HashSet<&str> = hashes.iter().map(String::as_str).collect();
+        self.account.retain(|k| !gone.contains(k.hash.as_str()));
     }
 }
 

@@ -176,14 +176,14 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     limits.rewrite(with_keys.iter().copied())?;
     let snapshot = write_snapshot(&ctx.dir(), at, view.rows())?;
 
+    let by_hash: std::collections::HashMap<&str, &crate::openrouter::Key> =
+        class.account.iter().map(|k| (k.hash.as_str(), k)).collect();
     let created_json: Vec<StudentJson> = outcome
         .created
         .iter()
         .filter_map(|(email, name, hash)| {
-            class
-                .account
-                .iter()
-                .find(|k| &k.hash == hash)
+            by_hash
+                .get(hash.as_str())
                 .map(|k| StudentJson::new(email, name, k))
         })
         .collect();
@@ -297,7 +297,7 @@ pub fn create_all(
             },
         );
         let mut ambiguous: Vec<Planned> = Vec::new();
-        let mut handed = Vec::new();
+        let mut handed = std::collections::HashSet::new();
         let mut store_error = None;
         {
             let Class {
@@ -320,7 +320,7 @@ pub fn create_all(
                 |r| matches!(r, Err(e) if !e.is_ambiguous()),
                 |(p, id), result| {
                     bar.inc(1);
-                    handed.push(*id);
+                    handed.insert(*id);
                     match result {
                         Ok(created) => {
                             if let Err(e) = store.record_created(
@@ -342,7 +342,7 @@ pub fn create_all(
                                 key_name: created.data.name.clone(),
                             });
                             made.push((p.email.clone(), p.name.clone(), created.data.hash.clone()));
-                            account.insert(0, created.data);
+                            account.push(created.data);
                             true
                         }
                         Err(e) if e.is_ambiguous() => {
@@ -431,9 +431,7 @@ pub fn settle_leftovers(ctx: &Ctx, class: &mut Class) -> Result<Vec<String>> {
             discarded.push(hash);
         }
     }
-    for hash in &discarded {
-        class.remove(hash);
-    }
+    class.remove(&discarded);
     let ids: Vec<i64> = pending.iter().map(|a| a.id).collect();
     class.store.settle_attempts(&ids, "resolved")?;
     class.refresh_known()?;

@@ -157,11 +157,9 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
             return Err(e);
         }
     }
-    for hash in &deleted {
-        class.remove(hash);
-        if let Some(r) = rotated.iter_mut().find(|r| &r.old_hash == hash) {
-            r.old_deleted = true;
-        }
+    class.remove(&deleted);
+    for r in &mut rotated {
+        r.old_deleted = deleted.contains(&r.old_hash);
     }
     class.refresh_known()?;
     class.record(at)?;

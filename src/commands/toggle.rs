@@ -1,6 +1,7 @@
 //! `delete`, `disable`, `enable`: change the keys of chosen students (or of the whole roster)
 //! after a confirmation. Keys outside the roster, and FIXME rows, are never touched by `--all`.
 
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
@@ -10,6 +11,7 @@ use super::class::{Class, sandbox_tag};
 use crate::cli::SelectArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
+use crate::files::email_key;
 use crate::files::limits::LimitsFile;
 use crate::files::roster::Roster;
 use crate::openrouter::{ApiError, Key, Patch};
@@ -238,20 +240,27 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
     if let Some(e) = store_error {
         return Err(e);
     }
+    // So that a later `update` does not undo what was just done.
     let mut limits = limits;
-    for (email, key) in answers {
-        // So that a later `update` does not undo what was just done.
-        for row in limits.rows.iter_mut().filter(|r| {
-            r.hash == key.hash
-                || crate::files::email_key(&r.email) == crate::files::email_key(&email)
-        }) {
-            row.target_disabled = Some(key.disabled);
+    let now_disabled: HashMap<String, bool> = answers
+        .iter()
+        .flat_map(|(email, key)| {
+            [
+                (key.hash.clone(), key.disabled),
+                (email_key(email), key.disabled),
+            ]
+        })
+        .collect();
+    for row in &mut limits.rows {
+        if let Some(d) = now_disabled
+            .get(&row.hash)
+            .or_else(|| now_disabled.get(&email_key(&row.email)))
+        {
+            row.target_disabled = Some(*d);
         }
-        class.apply(key);
     }
-    for hash in &deleted {
-        class.remove(hash);
-    }
+    class.apply(answers.into_iter().map(|(_, k)| k).collect());
+    class.remove(&deleted);
     class.record(at)?;
     if limits.path.exists() {
         let view = class.view();

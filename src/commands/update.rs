@@ -63,8 +63,13 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     }
     let limits = LimitsFile::read(&args.limits.limits)?;
     let roster = Roster::read(&args.roster.roster)?;
+    let on_roster: std::collections::HashSet<String> = roster
+        .students
+        .iter()
+        .map(|s| crate::files::email_key(&s.email))
+        .collect();
     for row in &limits.rows {
-        if roster.find(&row.email).is_none() {
+        if !on_roster.contains(&crate::files::email_key(&row.email)) {
             return Err(input(format!(
                 "{}: line {}: {} is not in {}: fix the email (it must match the roster exactly) or delete the row",
                 limits.path.display(),
@@ -137,9 +142,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         if let Some(e) = store_error {
             return Err(e);
         }
-        for key in answers {
-            class.apply(key);
-        }
+        class.apply(answers);
     }
 
     let (limits_file, snapshot) = if args.dry_run {
