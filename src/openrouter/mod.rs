@@ -92,6 +92,8 @@ pub struct Client {
     base: Url,
     settings: Settings,
     pace: Pace,
+    /// Whether the instructor was told that requests are being retried.
+    told: std::sync::atomic::AtomicBool,
 }
 
 /// What one try of a request came to.
@@ -163,6 +165,7 @@ impl Client {
             base,
             settings,
             pace,
+            told: Default::default(),
         })
     }
 
@@ -317,6 +320,12 @@ impl Client {
                     }
                     if wait.is_some() {
                         self.pace.throttled(pause);
+                    }
+                    if !self.told.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        eprintln!(
+                            "classkeys: {what}: {detail}; retrying (for up to {} s)…",
+                            self.settings.retry_window.as_secs()
+                        );
                     }
                     std::thread::sleep(pause);
                 }

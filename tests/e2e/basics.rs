@@ -166,7 +166,7 @@ async fn update_sends_unlimited_as_null_and_zero_as_zero() {
         "{patches:?}"
     );
     let by_name = |n: &str| {
-        fake.keys_named(&format!("{}_{n}", chrono::Local::now().format("%Y%m%d")))[0].clone()
+        fake.keys_named(&format!("{}_{n}", chrono::Utc::now().format("%Y%m%d")))[0].clone()
     };
     assert_eq!(by_name("Ann")["limit"], json!(null));
     assert_eq!(by_name("Ben")["limit"], json!(0.0));

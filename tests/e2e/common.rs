@@ -42,6 +42,8 @@ pub struct State {
     pub seq: u64,
     pub faults: Vec<(String, VecDeque<Fault>)>,
     pub credits: (f64, f64),
+    /// When set, `GET /credits` answers this error status.
+    pub credits_status: Option<u16>,
     /// Every answer waits this long (to make runs overlap).
     pub delay: Option<Duration>,
 }
@@ -185,6 +187,9 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
             ResponseTemplate::new(201).set_body_json(json!({ "data": data.clone(), "key": secret }))
         }
         ("GET", "/api/v1/credits") => {
+            if let Some(status) = st.credits_status {
+                return error(status, "Only management keys can perform this operation");
+            }
             let (total, used) = st.credits;
             ResponseTemplate::new(200)
                 .set_body_json(json!({"data": {"total_credits": total, "total_usage": used}}))
