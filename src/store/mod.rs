@@ -137,6 +137,9 @@ impl Store {
 
     /// Open for a command that changes the class: takes the class lock first.
     pub fn open(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Store::open_inner(path);
+        }
         let lock = ClassLock::acquire(path)?;
         let mut store = Store::open_inner(path)?;
         store._lock = Some(lock);
