@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn python_upgrade_stops_if_the_file_changes_while_it_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        python_db()
+            .execute("VACUUM INTO ?1", [path.to_str().unwrap()])
+            .unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        let e = upgrade_python(&mut conn, || {
+            // manage_keys.py, still running, records one more usage row.
+            Connection::open(&path)
+                .unwrap()
+                .execute("INSERT INTO usage (key_hash, usage) VALUES ('h1', 0.6)", [])
+                .unwrap();
+            Ok(PathBuf::from("copy"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("changed while it was being copied"), "{e}");
+        assert_eq!(version_of(&conn).unwrap(), 0);
+        assert_eq!(classify(&conn, "x").unwrap(), Kind::Python);
+    }
+
+    #[test]
     fn python_times() {
         // Naive local times are checked end to end under several TZ values (tests/e2e/migrate.rs).
         assert_eq!(
