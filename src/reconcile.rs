@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::files::limits::{LimitsFile, LimitsRow};
 use crate::files::roster::Student;
-use crate::files::{email_key, money_cell, reset_cell};
+use crate::files::{email_key, is_placeholder, money_cell, reset_cell};
 use crate::openrouter::{Credits, Key, Patch};
 use crate::store::{Attempt, Change, KnownKey};
 
@@ -121,6 +121,8 @@ pub fn match_keys<'a>(
         match known.get(key.hash.as_str()).filter(|k| !k.email.is_empty()) {
             Some(k) => match by_email.get(&email_key(&k.email)) {
                 Some(&i) => keys_of[i].push(key),
+                // A FIXME placeholder the instructor has since corrected in the roster: match by name.
+                None if is_placeholder(&k.email) => unclaimed.push((key, Some(k.email.as_str()))),
                 None => {
                     let name = known_names
                         .get(&email_key(&k.email))
@@ -134,14 +136,14 @@ pub fn match_keys<'a>(
                     });
                 }
             },
-            None => unclaimed.push(key),
+            None => unclaimed.push((key, None)),
         }
     }
     // Oldest first, so that re-runs give the same answer.
-    unclaimed.sort_by(|a, b| (a.created(), &a.hash).cmp(&(b.created(), &b.hash)));
+    unclaimed.sort_by(|(a, _), (b, _)| (a.created(), &a.hash).cmp(&(b.created(), &b.hash)));
     let mut taken: HashSet<String> = roster.iter().map(|s| email_key(&s.email)).collect();
     taken.extend(orphans.iter().map(|o| email_key(&o.email)));
-    for key in unclaimed {
+    for (key, placeholder) in unclaimed {
         let name = student_name(&key.name);
         let free = by_name
             .get(name)
@@ -149,7 +151,10 @@ pub fn match_keys<'a>(
         match free {
             Some(i) => keys_of[i].push(key),
             None => {
-                let email = placeholder_email(name, &key.hash, &mut taken);
+                let email = match placeholder {
+                    Some(p) if taken.insert(email_key(p)) => p.to_string(),
+                    _ => placeholder_email(name, &key.hash, &mut taken),
+                };
                 orphans.push(Orphan {
                     key,
                     email,
@@ -484,6 +489,21 @@ mod tests {
         assert!(emails.contains(&("barbara.liskov.2@FIXME.edu", "Barbara Liskov")));
         assert!(emails.contains(&("my.production.key@FIXME.edu", "My Production Key")));
         assert_eq!(view.keyless().len(), 1);
+    }
+
+    #[test]
+    fn a_corrected_placeholder_email_keeps_its_key() {
+        let account = vec![key("h1", "20250101_Barbara Liskov", "2025-01-01T10:00:00Z")];
+        let known = [known("h1", "barbara.liskov@FIXME.edu")];
+        // The roster row was corrected: the key goes to it by name.
+        let roster = vec![student("barbara@uni.edu", "Barbara Liskov")];
+        let view = match_keys(&roster, &known, &HashMap::new(), &account, &HashSet::new());
+        assert_eq!(view.entries[0].key().unwrap().hash, "h1");
+        assert!(view.orphans.is_empty() && view.keyless().is_empty());
+        // The row was deleted: the key stays an orphan under the placeholder it had.
+        let roster = vec![student("ada@uni.edu", "Ada")];
+        let view = match_keys(&roster, &known, &HashMap::new(), &account, &HashSet::new());
+        assert_eq!(view.orphans[0].email, "barbara.liskov@FIXME.edu");
     }
 
     #[test]

@@ -110,10 +110,15 @@ pub fn read_table(path: &Path, what: &str) -> Result<Table> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let line = e.position().map(|p| line_at(body, p.byte())).unwrap_or(0);
             input(format!("{shown}: line {line}: {e}"))
         })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        // The csv crate miscounts lines after CRLF (Excel, Python's csv module) and blank lines:
+        // count them from the record's byte offset instead.
+        let line = record
+            .position()
+            .map(|p| line_at(body, p.byte()))
+            .unwrap_or(0);
         if record.iter().all(|c| c.is_empty()) {
             continue;
         }
@@ -135,6 +140,16 @@ pub fn read_table(path: &Path, what: &str) -> Result<Table> {
         headers,
         rows,
     })
+}
+
+/// The 1-based line of the record the csv crate says starts at byte `offset`: it starts records
+/// at the terminator bytes (and blank lines) before them, so those are skipped first.
+fn line_at(body: &[u8], offset: u64) -> u64 {
+    let mut start = (offset as usize).min(body.len());
+    while start < body.len() && matches!(body[start], b'\r' | b'\n') {
+        start += 1;
+    }
+    body[..start].iter().filter(|b| **b == b'\n').count() as u64 + 1
 }
 
 /// OWASP CSV-injection advice: a cell a spreadsheet would run as a formula gets a leading `'`.
@@ -170,6 +185,14 @@ impl<W: Write> CsvOut<W> {
         CsvOut(
             csv::WriterBuilder::new()
                 .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(w),
+        )
+    }
+    /// Lines ending in CRLF, to add rows to a file written that way (Python's csv module, Excel).
+    pub fn crlf(w: W) -> Self {
+        CsvOut(
+            csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
                 .from_writer(w),
         )
     }
@@ -356,6 +379,29 @@ mod tests {
             assert_eq!(neutralise(cell), cell);
             assert_eq!(restore_cell(cell), cell);
         }
+    }
+
+    #[test]
+    fn line_numbers_count_crlf_and_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        for text in [
+            "a,b\r\n1,2\r\n3,4\r\n\r\n5,6\r\n",
+            "a,b\n1,2\n3,4\n\n5,6",
+            "\u{feff}a,b\r\n1,2\r\n3,4\r\n\r\n5,6",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let lines: Vec<u64> = read_table(&path, "x")
+                .unwrap()
+                .rows
+                .iter()
+                .map(|r| r.line)
+                .collect();
+            assert_eq!(lines, vec![2, 3, 5], "{text:?}");
+        }
+        std::fs::write(&path, "a,b\r\n1,2\r\n3,4,5\r\n").unwrap();
+        let e = read_table(&path, "x").err().unwrap().to_string();
+        assert!(e.contains("line 3"), "{e}");
     }
 
     #[test]

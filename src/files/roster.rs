@@ -74,7 +74,8 @@ impl Roster {
         })
     }
 
-    /// Add rows at the end, keeping the file as it was (its other columns stay empty for them).
+    /// Add rows at the end, keeping the file as it was (its other columns stay empty for them,
+    /// its lines end as its first line does).
     pub fn append(&mut self, added: &[(String, String)]) -> Result<()> {
         if added.is_empty() {
             return Ok(());
@@ -82,12 +83,20 @@ impl Roster {
         let original = std::fs::read(&self.path)?;
         let table = read_table(&self.path, "the roster")?;
         let (email_col, name_col) = (table.column("email"), table.column("name"));
+        let crlf = original
+            .iter()
+            .position(|b| *b == b'\n')
+            .is_some_and(|i| i > 0 && original[i - 1] == b'\r');
         write_atomic(&self.path, PLAIN_MODE, |w: &mut dyn Write| {
             w.write_all(&original)?;
             if !original.is_empty() && !original.ends_with(b"\n") {
-                w.write_all(b"\n")?;
+                w.write_all(if crlf { b"\r\n" } else { b"\n" })?;
             }
-            let mut out = CsvOut::new(w);
+            let mut out = if crlf {
+                CsvOut::crlf(w)
+            } else {
+                CsvOut::new(w)
+            };
             for (email, name) in added {
                 let mut cells = vec![String::new(); table.headers.len()];
                 if let (Some(e), Some(n)) = (email_col, name_col) {
@@ -165,6 +174,38 @@ mod tests {
         assert_eq!(r.students[0].limit, Some(Some(5.0)));
         assert_eq!(r.students[0].limit_reset.as_deref(), Some("monthly"));
         assert_eq!(r.students[1].limit, None);
+    }
+
+    #[test]
+    fn append_keeps_the_file_and_its_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.csv");
+        for (text, added) in [
+            (
+                "email,name\r\nada@uni.edu,Ada Lovelace\r\n",
+                "barbara.liskov@FIXME.edu,Barbara Liskov\r\n",
+            ),
+            (
+                "email,name\r\nada@uni.edu,Ada Lovelace",
+                "\r\nbarbara.liskov@FIXME.edu,Barbara Liskov\r\n",
+            ),
+            (
+                "email,name\nada@uni.edu,Ada Lovelace\n",
+                "barbara.liskov@FIXME.edu,Barbara Liskov\n",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let mut r = Roster::read(&path).unwrap();
+            r.append(&[("barbara.liskov@FIXME.edu".into(), "Barbara Liskov".into())])
+                .unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{text}{added}")
+            );
+            let again = Roster::read(&path).unwrap();
+            assert_eq!(again.students.len(), 2);
+            assert_eq!(again.students[1].line, 3);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod lock;
 mod migrate;
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -102,11 +102,22 @@ fn shown(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Who opens keys.db: a command that changes the class holds the class lock throughout; a
+/// reader takes it only if the file needs upgrading, and only while it does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Write,
+    Read,
+}
+
 impl Store {
     /// `init-db`: create the file owner-only (or upgrade an existing one). Returns what it did.
     pub fn init(path: &Path) -> Result<String> {
         if path.exists() {
-            let store = Store::open(path)?;
+            let (store, notice) = Store::open_as(path, Access::Write)?;
+            if let Some(notice) = notice {
+                return Ok(notice);
+            }
             let n: i64 = store
                 .conn
                 .query_row("SELECT COUNT(*) FROM student", [], |r| r.get(0))?;
@@ -127,7 +138,7 @@ impl Store {
                     shown(path)
                 )
             })?;
-        Store::open(path)?;
+        Store::open_as(path, Access::Write)?;
         Ok(format!(
             "created {} (owner-only, schema {})",
             shown(path),
@@ -137,21 +148,27 @@ impl Store {
 
     /// Open for a command that changes the class: takes the class lock first.
     pub fn open(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            return Store::open_inner(path);
+        Store::open_told(path, Access::Write)
+    }
+
+    /// Open for reading only (export, report): no lock, and readers never wait for a writer
+    /// (except once, while a database of an older schema is upgraded).
+    pub fn open_read(path: &Path) -> Result<Store> {
+        Store::open_told(path, Access::Read)
+    }
+
+    fn open_told(path: &Path, access: Access) -> Result<Store> {
+        let (store, notice) = Store::open_as(path, access)?;
+        if let Some(notice) = notice {
+            eprintln!("classkeys: {notice}");
         }
-        let lock = ClassLock::acquire(path)?;
-        let mut store = Store::open_inner(path)?;
-        store._lock = Some(lock);
         Ok(store)
     }
 
-    /// Open for reading only (export, report): no lock, and readers never wait for a writer.
-    pub fn open_read(path: &Path) -> Result<Store> {
-        Store::open_inner(path)
-    }
-
-    fn open_inner(path: &Path) -> Result<Store> {
+    /// Open keys.db, upgrading it if it is older. A file that is not a classkeys or
+    /// manage_keys.py database is refused before anything is written, created or locked.
+    /// Returns the store and, if it upgraded the database, what it did.
+    fn open_as(path: &Path, access: Access) -> Result<(Store, Option<String>)> {
         if !path.exists() {
             return Err(crate::error::input(format!(
                 "database not found: {}. Run `classkeys init-db` in the class folder first (or pass --db FILE)",
@@ -161,38 +178,38 @@ impl Store {
         let mut conn =
             Connection::open(path).with_context(|| format!("opening {}", shown(path)))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        match migrate::classify(&conn, &shown(path))? {
-            Kind::Classkeys(v) if v == SCHEMA_VERSION => {}
-            Kind::Classkeys(v) => migrate::upgrade(&mut conn, v)?,
-            Kind::Empty => migrate::upgrade(&mut conn, 0)?,
-            Kind::Python => {
-                let backup = backup_copy(path)?;
-                let before = counts(&conn)?;
-                migrate::upgrade(&mut conn, 0)?;
-                let after = counts(&conn)?;
-                eprintln!(
-                    "classkeys: upgraded {} from manage_keys.py to classkeys schema {}: kept {} students, {} keys, \
-                     {} usage rows, {} changelog rows (before: {}, {}, {}, {}); the original is saved as {}",
-                    shown(path),
-                    SCHEMA_VERSION,
-                    after[0],
-                    after[1],
-                    after[2],
-                    after[3],
-                    before[0],
-                    before[1],
-                    before[2],
-                    before[3],
-                    backup.display()
-                );
+        let mut kind = migrate::classify(&conn, &shown(path))?;
+        let current = kind == Kind::Classkeys(SCHEMA_VERSION);
+        let mut lock = None;
+        if access == Access::Write || !current {
+            lock = Some(ClassLock::acquire(path)?);
+            if !current {
+                // Another classkeys may have upgraded it while this one waited for the lock.
+                kind = migrate::classify(&conn, &shown(path))?;
             }
+        }
+        let mut notice = None;
+        match kind {
+            Kind::Classkeys(v) if v == SCHEMA_VERSION => {}
+            Kind::Classkeys(v) => {
+                migrate::upgrade(&mut conn, v)?;
+                notice = Some(format!(
+                    "upgraded {} from classkeys schema {v} to {SCHEMA_VERSION}",
+                    shown(path)
+                ));
+            }
+            Kind::Empty => migrate::upgrade(&mut conn, 0)?,
+            Kind::Python => notice = Some(upgrade_python(&mut conn, path)?),
         }
         // The schema names foreign keys, but rows may outlive what they point at (a key deleted
         // from the account keeps its history; the Python tool never enforced them either).
         conn.pragma_update(None, "foreign_keys", false)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(Store { conn, _lock: None })
+        if access == Access::Read {
+            lock = None;
+        }
+        Ok((Store { conn, _lock: lock }, notice))
     }
 
     /// Row counts of student, key, usage, changelog.
@@ -533,11 +550,46 @@ pub fn describe_key(key: &Key) -> String {
 }
 
 fn counts(conn: &Connection) -> Result<[i64; 4]> {
-    let mut out = [0; 4];
-    for (i, t) in ["student", "key", "usage", "changelog"].iter().enumerate() {
-        out[i] = conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+    migrate::counts(conn)
+}
+
+/// Upgrade a manage_keys.py database in place after copying it aside, make it owner-only
+/// (it will hold secrets), and say what was done.
+fn upgrade_python(conn: &mut Connection, path: &Path) -> Result<String> {
+    let done = migrate::upgrade_python(conn, || backup_copy(path))?;
+    let [students, keys, usage, changelog] = done.counts;
+    let mut owner_only = String::new();
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        owner_only = match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => format!(", and {} is now owner-only", shown(path)),
+            Err(e) => format!(
+                "; warning: could not make {} owner-only ({e}): run `chmod 600 {}`",
+                shown(path),
+                shown(path)
+            ),
+        };
     }
-    Ok(out)
+    let without_secret: i64 =
+        conn.query_row("SELECT COUNT(*) FROM key WHERE api_key IS NULL", [], |r| {
+            r.get(0)
+        })?;
+    let hint = if without_secret > 0 {
+        format!(
+            " {without_secret} of its {keys} keys have only a masked label, not their secret: to hand them out \
+             again with `classkeys export-keys`, first run `classkeys import-keys api_keys_*.csv`."
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "upgraded {} from manage_keys.py to classkeys schema {}: kept all {students} students, {keys} keys, \
+         {usage} usage rows and {changelog} changelog rows; the original is saved as {} (owner-only){owner_only}.{hint}",
+        shown(path),
+        SCHEMA_VERSION,
+        done.backup.display()
+    ))
 }
 
 /// `keys.db.bak-YYYYMMDD_HHMMSS`, owner-only from the first byte, never over an older copy.

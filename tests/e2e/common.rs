@@ -264,6 +264,43 @@ impl Fake {
             .0
     }
 
+    /// Put keys on the account as given (e.g. a fixture's openrouter-state.json): each object's
+    /// `secret` is kept aside as the key's secret, `seq` dropped, everything else is the key as
+    /// the API shows it. The account lists them newest first, as OpenRouter does.
+    pub fn load_state(&self, keys: &[Value]) {
+        let mut loaded: Vec<FakeKey> = keys
+            .iter()
+            .map(|k| {
+                let mut data = k.clone();
+                let obj = data.as_object_mut().expect("a key is a JSON object");
+                let secret = obj
+                    .remove("secret")
+                    .and_then(|s| s.as_str().map(String::from))
+                    .expect("every key of the state has its secret");
+                obj.remove("seq");
+                if !obj.contains_key("limit_remaining") {
+                    let remaining = match (
+                        obj.get("limit").and_then(Value::as_f64),
+                        obj.get("usage").and_then(Value::as_f64),
+                    ) {
+                        (Some(l), u) => json!((l - u.unwrap_or(0.0)).max(0.0)),
+                        (None, _) => Value::Null,
+                    };
+                    obj.insert("limit_remaining".into(), remaining);
+                }
+                FakeKey { data, secret }
+            })
+            .collect();
+        loaded.sort_by(|a, b| {
+            b.data["created_at"]
+                .as_str()
+                .cmp(&a.data["created_at"].as_str())
+        });
+        let mut st = self.state.lock().unwrap();
+        loaded.append(&mut st.keys);
+        st.keys = loaded;
+    }
+
     pub fn fault(&self, method: &str, fault: Fault) {
         let mut st = self.state.lock().unwrap();
         match st.faults.iter_mut().find(|(m, _)| m == method) {
