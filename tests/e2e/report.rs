@@ -284,3 +284,165 @@ async fn bad_windows_exit_2_and_say_what_is_accepted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Not a test: writes the class behind the README's report (docs/report-table.txt, docs/report.png)
+/// into `$CLASSKEYS_README_CLASS`. Twelve students, provisioned at 08:30 local time on
+/// 2026-11-27, checked at 09:00, 10:30, 12:00 and 13:00; Grace's key is rotated at 10:30.
+/// Real runs stamp the present, so this writes keys.db and the snapshots through the library.
+#[test]
+#[ignore = "generates the README's example class; run it by hand"]
+fn readme_class() {
+    use chrono::{Local, TimeZone, Utc};
+    use classkeys::files::output::write_snapshot;
+    use classkeys::openrouter::Key;
+    use classkeys::store::{Change, Store};
+
+    let Some(dir) = std::env::var_os("CLASSKEYS_README_CLASS").map(PathBuf::from) else {
+        panic!("set CLASSKEYS_README_CLASS to an empty folder");
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = |h: u32, m: u32| {
+        Local
+            .with_ymd_and_hms(2026, 11, 27, h, m, 0)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let times = [at(8, 30), at(9, 0), at(10, 30), at(12, 0), at(13, 0)];
+    // email, name, limit, usage at each time (None: the key does not exist then).
+    type Row = (&'static str, &'static str, Option<f64>, [Option<f64>; 5]);
+    let z = Some(0.0);
+    let class: Vec<Row> = vec![
+        (
+            "ada@uni.edu",
+            "Ada Lovelace",
+            Some(2.0),
+            [z, Some(0.05), Some(0.62), Some(1.48), Some(1.52)],
+        ),
+        (
+            "alan@uni.edu",
+            "Alan Turing",
+            Some(2.0),
+            [z, z, Some(0.41), Some(0.97), Some(0.97)],
+        ),
+        (
+            "barbara@uni.edu",
+            "Barbara Liskov",
+            Some(2.0),
+            [z, Some(0.12), Some(0.88), Some(1.71), Some(1.71)],
+        ),
+        (
+            "claude@uni.edu",
+            "Claude Shannon",
+            Some(2.0),
+            [z, z, Some(1.10), Some(2.0), Some(2.0)],
+        ),
+        (
+            "donald@uni.edu",
+            "Donald Knuth",
+            Some(5.0),
+            [z, z, Some(1.35), Some(3.10), Some(3.60)],
+        ),
+        (
+            "edsger@uni.edu",
+            "Edsger Dijkstra",
+            Some(2.0),
+            [z, z, z, z, z],
+        ),
+        (
+            "frances@uni.edu",
+            "Frances Allen",
+            Some(2.0),
+            [z, Some(0.02), Some(0.35), Some(0.80), Some(0.85)],
+        ),
+        (
+            "grace@uni.edu",
+            "Grace Hopper",
+            Some(2.0),
+            [z, Some(0.10), Some(0.70), None, None],
+        ),
+        (
+            "grace@uni.edu",
+            "Grace Hopper",
+            Some(2.0),
+            [None, None, z, Some(0.55), Some(0.60)],
+        ),
+        (
+            "john@uni.edu",
+            "John McCarthy (TA)",
+            None,
+            [z, Some(0.30), Some(1.20), Some(2.40), Some(2.40)],
+        ),
+        (
+            "katherine@uni.edu",
+            "Katherine Johnson",
+            Some(2.0),
+            [z, z, Some(0.21), Some(0.47), Some(0.47)],
+        ),
+        (
+            "sofia@uni.edu",
+            "Sofía Ramírez",
+            Some(2.0),
+            [z, z, Some(0.05), Some(0.09), Some(0.09)],
+        ),
+        (
+            "radia@uni.edu",
+            "Radia Perlman",
+            Some(2.0),
+            [z, z, Some(0.66), Some(1.62), Some(1.70)],
+        ),
+    ];
+    let mut roster = String::from("email,name\n");
+    for (email, name, ..) in class.iter().filter(|r| r.3[0].is_some()) {
+        roster.push_str(&format!("{email},{name}\n"));
+    }
+    std::fs::write(dir.join("roster.csv"), roster).unwrap();
+
+    let db = dir.join("keys.db");
+    Store::init(&db).unwrap();
+    let mut store = Store::open(&db).unwrap();
+    let key = |i: usize, usage: f64| {
+        let (_, name, limit, usages) = &class[i];
+        let born = times[usages.iter().position(Option::is_some).unwrap()];
+        Key {
+            hash: format!("{:064x}", 0xc1a55 + i),
+            name: format!("20261127_{name}"),
+            label: format!("sk-or-v1-{i:03}...{i:04}"),
+            limit: *limit,
+            limit_remaining: limit.map(|l| (l - usage).max(0.0)),
+            usage,
+            created_at: Some(born.to_rfc3339()),
+            disabled: false,
+            limit_reset: None,
+            include_byok_in_limit: false,
+            updated_at: None,
+            expires_at: None,
+        }
+    };
+    let students: Vec<(&str, &str)> = class.iter().map(|r| (r.0, r.1)).collect();
+    for (n, t) in times.iter().enumerate() {
+        let keys: Vec<(Key, &str)> = class
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.3[n].map(|u| (key(i, u), r.0)))
+            .collect();
+        let refs: Vec<(&Key, &str)> = keys.iter().map(|(k, e)| (k, *e)).collect();
+        store.record_state(*t, &students, &refs).unwrap();
+        let rows: Vec<(&str, &str, &Key)> = keys
+            .iter()
+            .map(|(k, e)| (*e, class.iter().find(|r| r.0 == *e).unwrap().1, k))
+            .collect();
+        write_snapshot(&dir, *t, rows).unwrap();
+        if n == 2 {
+            let old = key(7, 0.70);
+            let change = Change {
+                hash: old.hash.clone(),
+                email: "grace@uni.edu".into(),
+                action: "deleted",
+                old: Some(old.name.clone()),
+                new: None,
+            };
+            store.record_changes(None, &[change]).unwrap();
+        }
+    }
+}
