@@ -46,7 +46,25 @@ pub fn input(msg: impl Into<String>) -> anyhow::Error {
     InputError(msg.into()).into()
 }
 
+/// Output cut short by a closed pipe (`classkeys --json check | head`): nothing to report.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|e| e.io_error_kind())
+                == Some(BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(
+                |e| matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == BrokenPipe),
+            )
+    })
+}
+
 pub fn exit_code(err: &anyhow::Error) -> Exit {
+    if is_broken_pipe(err) {
+        return Exit::Ok;
+    }
     for cause in err.chain() {
         if cause.downcast_ref::<InputError>().is_some() {
             return Exit::Input;
@@ -70,6 +88,9 @@ pub fn exit_code(err: &anyhow::Error) -> Exit {
 
 /// Print the error and its context chain, outermost first.
 pub fn report(err: &anyhow::Error) {
+    if is_broken_pipe(err) {
+        return;
+    }
     let mut chain = err.chain();
     if let Some(first) = chain.next() {
         eprintln!("classkeys: error: {first}");

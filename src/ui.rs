@@ -35,7 +35,8 @@ impl Ui {
         if self.json {
             eprintln!("{}", msg.as_ref());
         } else {
-            println!("{}", msg.as_ref());
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{}", msg.as_ref());
         }
     }
 

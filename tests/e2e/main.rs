@@ -6,4 +6,5 @@ mod common;
 mod basics;
 mod lifecycle;
 mod migrate;
+mod report;
 mod safety;

@@ -1,1 +1,0 @@
-//! Usage reports from keys.db's history (pure computation; `commands/report` prints them).
