@@ -207,6 +207,16 @@ fn reset(ctx: &mut Ctx) -> Result<Exit> {
 
 fn serve(ctx: &mut Ctx, args: ServeArgs) -> Result<Exit> {
     let file = args.state.unwrap_or_else(|| ctx.sandbox_file());
+    // Checked now: the saver thread could only warn about it later.
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(input(format!(
+            "--state {}: the folder {} does not exist",
+            file.display(),
+            dir.display()
+        )));
+    }
     let emulator = Emulator::start_with(
         &file,
         Options::serve(args.port, Duration::from_millis(args.delay_ms)),
