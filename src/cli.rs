@@ -315,10 +315,33 @@ pub struct DemoArgs {
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Add usage to a student's sandbox key
-    #[command(after_help = "Example:\n  classkeys sandbox spend --email ada@uni.edu --amount 0.40")]
+    #[command(
+        after_help = "Example:\n  classkeys --sandbox sandbox spend --email ada@uni.edu --amount 0.40"
+    )]
     Spend(SpendArgs),
     /// Empty the sandbox account (sandbox.json)
+    #[command(after_help = "Example:\n  classkeys --sandbox sandbox reset")]
     Reset,
+    /// Serve the emulator in the foreground until killed; its base URL is stdout's first line
+    #[command(
+        hide = true,
+        after_help = "Example:\n  classkeys sandbox serve --port 8787 --delay-ms 150 --state /tmp/bench.json &\n  \
+classkeys --base-url http://127.0.0.1:8787/api/v1 check   (any management key is accepted)"
+    )]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1 (0: any free port)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub port: u16,
+    /// Every answer waits this many milliseconds (to benchmark many requests in flight)
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub delay_ms: u64,
+    /// The account file (default: sandbox.json in the current folder)
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -52,7 +52,8 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             name: s.name.clone(),
         })
         .collect();
-    let total_usage: f64 = rows.iter().map(|(_, _, k)| k.usage).sum();
+    // A fold from +0.0: `sum()` of no keys is -0.0, shown as "$-0.00".
+    let total_usage: f64 = rows.iter().fold(0.0, |t, (_, _, k)| t + k.usage);
 
     if ctx.ui.json {
         ctx.ui.json(&Report {

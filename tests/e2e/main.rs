@@ -8,3 +8,4 @@ mod lifecycle;
 mod migrate;
 mod report;
 mod safety;
+mod sandbox;
