@@ -34,9 +34,10 @@ impl Ctx {
         })
     }
 
-    /// The class folder: where snapshots, api_keys files and sandbox.json go.
+    /// The class folder (the current one): where snapshots, api_keys files and sandbox.json go.
+    /// Empty, so that file names are shown as `snapshot_….csv`, not `./snapshot_….csv`.
     pub fn dir(&self) -> PathBuf {
-        PathBuf::from(".")
+        PathBuf::new()
     }
 
     pub fn sandbox_file(&self) -> PathBuf {

@@ -375,8 +375,9 @@ pub fn credit_check(credits: &Credits, account: &[Key], new_limits: &[Option<f64
             k.limit
                 .map(|l| k.limit_remaining.unwrap_or(l - k.usage).max(0.0))
         })
-        .sum();
-    let new: f64 = new_limits.iter().flatten().sum();
+        .sum::<f64>()
+        + 0.0; // an empty sum is -0.0, which would print as "$-0.00"
+    let new: f64 = new_limits.iter().flatten().sum::<f64>() + 0.0;
     let unlimited = new_limits.iter().filter(|l| l.is_none()).count();
     let need = existing + new;
     let shortfall = (need > remaining_credits + 1e-9).then_some(need - remaining_credits);

@@ -72,7 +72,9 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         })?;
         return Ok(Exit::Ok);
     }
-    student_table(ctx, &rows);
+    if !rows.is_empty() {
+        student_table(ctx, &rows);
+    }
     let disabled = rows.iter().filter(|(_, _, k)| k.disabled).count();
     ctx.ui.say(format!(
         "{}{} students on the roster, {} keys ({} disabled), total usage ${:.2}",
@@ -90,8 +92,9 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
     if !without_key.is_empty() {
         let names: Vec<&str> = without_key.iter().map(|p| p.email.as_str()).collect();
         ctx.ui.say(format!(
-            "{} without a key (run `classkeys provision`): {}",
+            "{} without a key (run `classkeys {}provision`): {}",
             names.len(),
+            if ctx.global.sandbox { "--sandbox " } else { "" },
             names.join(", ")
         ));
     }

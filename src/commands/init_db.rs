@@ -13,7 +13,8 @@ pub fn run(ctx: &mut Ctx, args: DbArgs) -> Result<Exit> {
     if ctx.ui.json {
         ctx.ui.json(&json!({ "db": args.db.display().to_string(), "schema": SCHEMA_VERSION, "message": what }))?;
     } else {
-        ctx.ui.say(what);
+        ctx.ui
+            .say(format!("{}{what}", super::class::sandbox_tag(ctx)));
     }
     Ok(Exit::Ok)
 }
