@@ -60,6 +60,17 @@ impl<'a> ClassView<'a> {
         out
     }
 
+    /// Each roster row that has a key, with that key: the rows of limits.csv.
+    pub fn with_keys(&self) -> Vec<(&str, &str, &'a Key)> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                e.key()
+                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
+            })
+            .collect()
+    }
+
     /// Roster students (not placeholders) with no key at all, enabled or disabled.
     pub fn keyless(&self) -> Vec<&'a Student> {
         self.entries

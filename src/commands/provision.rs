@@ -165,15 +165,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     class.refresh_known()?;
     class.record(at)?;
     let view = class.view();
-    let with_keys: Vec<(&str, &str, &crate::openrouter::Key)> = view
-        .entries
-        .iter()
-        .filter_map(|e| {
-            e.key()
-                .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
-        })
-        .collect();
-    limits.rewrite(with_keys.iter().copied())?;
+    limits.rewrite(view.with_keys())?;
     let snapshot = write_snapshot(&ctx.dir(), at, view.rows())?;
 
     let by_hash: std::collections::HashMap<&str, &crate::openrouter::Key> =

@@ -10,7 +10,6 @@ use crate::context::Ctx;
 use crate::error::Exit;
 use crate::files::limits::LimitsFile;
 use crate::files::roster::Roster;
-use crate::openrouter::Key;
 use crate::reconcile::patch_for;
 use crate::store::run_time;
 
@@ -21,14 +20,7 @@ pub fn run(ctx: &mut Ctx, args: RefreshArgs) -> Result<Exit> {
     let mut class = Class::load_with(ctx, roster, &args.db.db)?;
     class.record(at)?;
     let view = class.view();
-    let with_keys: Vec<(&str, &str, &Key)> = view
-        .entries
-        .iter()
-        .filter_map(|e| {
-            e.key()
-                .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
-        })
-        .collect();
+    let with_keys = view.with_keys();
     limits.rewrite(with_keys.iter().copied())?;
     let differing: Vec<&str> = with_keys
         .iter()

@@ -165,15 +165,7 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     class.record(at)?;
     if limits.path.exists() {
         let view = class.view();
-        let with_keys: Vec<(&str, &str, &Key)> = view
-            .entries
-            .iter()
-            .filter_map(|e| {
-                e.key()
-                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
-            })
-            .collect();
-        limits.rewrite(with_keys.iter().copied())?;
+        limits.rewrite(view.with_keys())?;
     }
     finish(
         ctx,

@@ -264,15 +264,7 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
     class.record(at)?;
     if limits.path.exists() {
         let view = class.view();
-        let with_keys: Vec<(&str, &str, &Key)> = view
-            .entries
-            .iter()
-            .filter_map(|e| {
-                e.key()
-                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
-            })
-            .collect();
-        limits.rewrite(with_keys.iter().copied())?;
+        limits.rewrite(view.with_keys())?;
     }
     finish(ctx, action, false, targets, already.len(), failure)
 }

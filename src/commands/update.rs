@@ -150,15 +150,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     } else {
         class.record(at)?;
         let view = class.view();
-        let with_keys: Vec<(&str, &str, &Key)> = view
-            .entries
-            .iter()
-            .filter_map(|e| {
-                e.key()
-                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
-            })
-            .collect();
-        limits.rewrite(with_keys.iter().copied())?;
+        limits.rewrite(view.with_keys())?;
         let snap = write_snapshot(&ctx.dir(), at, view.rows())?;
         (
             Some(limits.path.display().to_string()),
