@@ -56,18 +56,21 @@ impl Drop for Server {
     }
 }
 
-/// Run classkeys in `dir`; returns (seconds, peak resident memory in MB).
+/// Run classkeys in `dir` with `--json`; returns (seconds, peak resident memory in MB, its JSON).
 // The child is reaped by wait4, which also gives its own peak memory.
 #[allow(clippy::zombie_processes)]
-fn classkeys(dir: &Path, url: &str, args: &[&str]) -> (f64, f64) {
+fn classkeys(dir: &Path, url: &str, args: &[&str]) -> (f64, f64, serde_json::Value) {
+    let out_path = dir.join("bench-stdout.json");
+    let out = std::fs::File::create(&out_path).expect("stdout file");
     let start = Instant::now();
     let child = Command::new(BIN)
         .current_dir(dir)
         .env("OPENROUTER_PROVISIONING_KEY", "sk-or-v1-bench")
         .env("OPENROUTER_BASE_URL", url)
         .env_remove("CLASSKEYS_SANDBOX")
+        .arg("--json")
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(Stdio::piped())
         .spawn()
         .expect("run classkeys");
@@ -86,7 +89,25 @@ fn classkeys(dir: &Path, url: &str, args: &[&str]) -> (f64, f64) {
         }
         panic!("classkeys {args:?} failed: {err}");
     }
-    (secs, usage.ru_maxrss as f64 / 1024.0)
+    let json = std::fs::read(&out_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    (secs, usage.ru_maxrss as f64 / 1024.0, json)
+}
+
+/// The emulator saves its account every half second: give it time before it is stopped.
+fn settle(server: Server) {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(server);
+}
+
+/// A figure only counts if the run did the work.
+fn expect(what: &str, got: usize, want: usize) {
+    assert_eq!(
+        got, want,
+        "{what}: the run did {got} of {want}; the figure would mean nothing"
+    );
 }
 
 fn class(n: usize) -> (tempfile::TempDir, PathBuf) {
@@ -122,7 +143,12 @@ fn row(what: &str, secs: f64, requests: usize, target: &str) {
 fn provision(n: usize) {
     let (dir, state) = class(n);
     let server = Server::start(&state, DELAY_MS);
-    let (secs, _) = classkeys(dir.path(), &server.url, &["provision"]);
+    let (secs, _, json) = classkeys(dir.path(), &server.url, &["provision"]);
+    expect(
+        "provision",
+        json["created"].as_array().map_or(0, Vec::len),
+        n,
+    );
     // list (1 page) + credits + one create per student
     row(
         &format!("provision {n} students"),
@@ -134,10 +160,9 @@ fn provision(n: usize) {
 
 fn update(n: usize) {
     let (dir, state) = class(n);
-    {
-        let fast = Server::start(&state, 0);
-        classkeys(dir.path(), &fast.url, &["provision"]);
-    }
+    let fast = Server::start(&state, 0);
+    classkeys(dir.path(), &fast.url, &["provision"]);
+    settle(fast);
     let limits = std::fs::read_to_string(dir.path().join("limits.csv")).expect("limits.csv");
     let edited: Vec<String> = limits
         .lines()
@@ -152,7 +177,8 @@ fn update(n: usize) {
         .collect();
     std::fs::write(dir.path().join("limits.csv"), edited.join("\n") + "\n").expect("limits.csv");
     let server = Server::start(&state, DELAY_MS);
-    let (secs, _) = classkeys(dir.path(), &server.url, &["update"]);
+    let (secs, _, json) = classkeys(dir.path(), &server.url, &["update"]);
+    expect("update", json["changes"].as_array().map_or(0, Vec::len), n);
     row(
         &format!("update {n} limits"),
         secs,
@@ -163,12 +189,12 @@ fn update(n: usize) {
 
 fn check(n: usize, delay_ms: u64) {
     let (dir, state) = class(n);
-    {
-        let fast = Server::start(&state, 0);
-        classkeys(dir.path(), &fast.url, &["--jobs", "16", "provision"]);
-    }
+    let fast = Server::start(&state, 0);
+    classkeys(dir.path(), &fast.url, &["--jobs", "16", "provision"]);
+    settle(fast);
     let server = Server::start(&state, delay_ms);
-    let (secs, mb) = classkeys(dir.path(), &server.url, &["check"]);
+    let (secs, mb, json) = classkeys(dir.path(), &server.url, &["check"]);
+    expect("check", json["students"].as_array().map_or(0, Vec::len), n);
     if delay_ms > 0 {
         let page_time = pages(n) as f64 * delay_ms as f64 / 1000.0;
         row(
