@@ -716,13 +716,7 @@ async fn bom_spaces_and_crlf_are_accepted_everywhere() {
     put(&class, "limits.csv", Some(&bytes));
     let out = class.cmd(&fake).arg("update").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let patches: Vec<String> = fake
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.0 == "PATCH")
-        .map(|r| r.2)
-        .collect();
+    let patches: Vec<String> = bodies(&fake, "PATCH").await;
     assert_eq!(patches, vec![r#"{"limit":7.5}"#.to_string()]);
 
     // An api_keys file the same way: the secret is imported.
@@ -765,14 +759,23 @@ async fn bom_spaces_and_crlf_are_accepted_everywhere() {
 
 /// POST /keys bodies by key name.
 async fn post_bodies(fake: &Fake) -> BTreeMap<String, Value> {
+    bodies(fake, "POST")
+        .await
+        .iter()
+        .map(|b| {
+            let v: Value = serde_json::from_str(b).unwrap();
+            (v["name"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// The bodies of every `method` request the fake received, in order.
+async fn bodies(fake: &Fake, method: &str) -> Vec<String> {
     fake.requests()
         .await
         .into_iter()
-        .filter(|r| r.0 == "POST")
-        .map(|r| {
-            let v: Value = serde_json::from_str(&r.2).unwrap();
-            (v["name"].as_str().unwrap().to_string(), v)
-        })
+        .filter(|r| r.0 == method)
+        .map(|r| r.2)
         .collect()
 }
 
@@ -1162,13 +1165,11 @@ async fn roster_limits_and_resets_go_into_the_new_keys() {
     assert_eq!(body("Di")["limit_reset"], json!("daily"));
     assert_eq!(body("Ed")["limit"], json!(1.25));
     assert!(body("Ed").get("limit_reset").is_none_or(Value::is_null));
-    let fay = fake
-        .requests()
+    let fay = bodies(&fake, "POST")
         .await
         .into_iter()
-        .find(|r| r.0 == "POST" && r.2.contains("_Fay"))
-        .unwrap()
-        .2;
+        .find(|b| b.contains("_Fay"))
+        .unwrap();
     assert!(fay.contains(r#""limit":0.0"#), "-0 is sent as 0: {fay}");
     for n in ["Ann", "Ben", "Cy", "Di", "Ed"] {
         assert_eq!(body(n)["expires_at"], json!("2030-01-31T23:59:59Z"));
@@ -1260,13 +1261,7 @@ async fn update_applies_target_limit_reset_and_refresh_shows_the_actual_one() {
     assert_eq!(fake.count("PATCH").await, 0);
     let out = class.cmd(&fake).arg("update").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut patches: Vec<String> = fake
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.0 == "PATCH")
-        .map(|r| r.2)
-        .collect();
+    let mut patches: Vec<String> = bodies(&fake, "PATCH").await;
     patches.sort();
     assert_eq!(
         patches,
