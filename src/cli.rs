@@ -139,7 +139,10 @@ and api_keys_YYYYMMDD_HHMMSS.csv (owner-only); limits.csv and a snapshot are rew
     Demo(DemoArgs),
 
     /// Change the sandbox account: simulate spending, or empty it
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  classkeys sandbox spend --email ada@uni.edu --amount 0.40\n  classkeys sandbox reset"
+    )]
     Sandbox(SandboxCommand),
 
     /// Print a shell completion script

@@ -30,7 +30,8 @@ impl Ui {
         }
     }
 
-    /// A line of the human report (stdout), or a note on stderr under `--json`.
+    /// A line of the human report (stdout), or a note on stderr under `--json`. A closed stdout
+    /// (`classkeys check | head -1`) is not worth a panic: the work is done and recorded.
     pub fn say(&self, msg: impl AsRef<str>) {
         if self.json {
             eprintln!("{}", msg.as_ref());

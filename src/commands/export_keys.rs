@@ -25,6 +25,13 @@ pub fn run(ctx: &mut Ctx, args: ExportArgs) -> Result<Exit> {
     match &args.output {
         Some(path) => {
             write_atomic(path, SECRET_MODE, write)?;
+            if ctx.ui.json {
+                // The secrets are in the file; stdout still carries the one document --json promises.
+                ctx.ui.json(&serde_json::json!({
+                    "file": path.display().to_string(),
+                    "keys": rows.len(),
+                }))?;
+            }
             ctx.ui.note(format!(
                 "wrote {} key(s) to {} (owner-only). It holds secrets: share it safely, then delete it.",
                 rows.len(),

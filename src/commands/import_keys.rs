@@ -2,6 +2,7 @@
 //! classkeys' own) into keys.db, so `export-keys` can hand them out again. A row is matched to
 //! a key of the account by key name and email, and its secret must fit the key's masked label.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -11,7 +12,7 @@ use super::class::sandbox_tag;
 use crate::cli::ImportArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
-use crate::files::{email_key, read_table};
+use crate::files::{check_email, email_key, read_table};
 use crate::openrouter::Key;
 use crate::store::Store;
 
@@ -139,15 +140,38 @@ fn read_all(files: &[PathBuf]) -> Result<Vec<Row>> {
         let table = read_table(file, "the keys file")?;
         let Some(secret_col) = table.column("api_key") else {
             return Err(input(format!(
-                "{}: line 1: no `api_key` column, so no secrets to import: give the api_keys_*.csv files \
+                "{}: line {}: no `api_key` column, so no secrets to import: give the api_keys_*.csv files \
                  that provision wrote (columns email,name,api_key,key_name)",
-                table.shown()
+                table.shown(),
+                table.header_line
             )));
         };
         let email_col = table.require("email", "the student's email")?;
         let kn_col = table.require("key_name", "the key's name")?;
         let name_col = table.column("name");
+        if table.rows.is_empty() {
+            return Err(table.error(
+                table.header_line + 1,
+                "no keys in this file: give the api_keys_*.csv files that provision wrote",
+            ));
+        }
+        let mut seen: HashMap<String, u64> = HashMap::new();
         for r in &table.rows {
+            let email = r.get(Some(email_col)).to_string();
+            check_email(&email).map_err(|m| table.error(r.line, m))?;
+            if let Some(first) = seen.insert(email_key(&email), r.line) {
+                return Err(table.error(
+                    r.line,
+                    format!("duplicate email {email} (also on line {first}); one key per student and file"),
+                ));
+            }
+            let key_name = r.get(Some(kn_col)).to_string();
+            if key_name.is_empty() {
+                return Err(table.error(
+                    r.line,
+                    format!("the key_name of {email} is empty: it finds the key on the account"),
+                ));
+            }
             let secret = r.get(Some(secret_col)).to_string();
             if !secret.starts_with("sk-") || secret.contains("...") {
                 return Err(table.error(
@@ -158,10 +182,10 @@ fn read_all(files: &[PathBuf]) -> Result<Vec<Row>> {
             rows.push(Row {
                 file: file.clone(),
                 line: r.line,
-                email: r.get(Some(email_col)).to_string(),
+                email,
                 name: r.get(name_col).to_string(),
                 secret,
-                key_name: r.get(Some(kn_col)).to_string(),
+                key_name,
             });
         }
     }

@@ -2,6 +2,8 @@
 //! and its secret saved first; only then is the old key deleted. If the create fails, the old
 //! key stays as it was.
 
+use std::collections::HashSet;
+
 use anyhow::Result;
 use serde::Serialize;
 
@@ -11,6 +13,7 @@ use super::toggle::check_emails;
 use crate::cli::RotateArgs;
 use crate::context::Ctx;
 use crate::error::Exit;
+use crate::files::email_key;
 use crate::files::limits::LimitsFile;
 use crate::files::output::write_api_keys;
 use crate::files::roster::Roster;
@@ -47,7 +50,9 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
 
     let view = class.view();
     let mut old: Vec<(Planned, Key)> = Vec::new();
-    for email in &args.emails {
+    // An email given twice is one student: one new key, not two.
+    let mut seen = HashSet::new();
+    for email in args.emails.iter().filter(|e| seen.insert(email_key(e))) {
         let entry = view
             .entry(email)
             .ok_or_else(|| anyhow::anyhow!("{email} is not on the roster"))?;

@@ -82,16 +82,22 @@ pub fn check_emails(roster: &Roster, emails: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Without --yes the question needs a terminal: find that out before anything is sent.
+pub fn can_confirm(yes: bool, what: &str) -> Result<()> {
+    if yes || std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(input(format!(
+        "refusing to {what} without confirmation: add --yes (or run it in a terminal to be asked). Nothing was changed"
+    )))
+}
+
 /// Ask on a terminal; refuse without one. `Ok(false)` when the instructor says no.
 pub fn confirm(ctx: &Ctx, yes: bool, question: &str) -> Result<bool> {
     if yes {
         return Ok(true);
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(input(format!(
-            "refusing to {question} without confirmation: add --yes (or run it in a terminal to be asked). Nothing was changed"
-        )));
-    }
+    can_confirm(yes, question)?;
     let mut err = std::io::stderr().lock();
     write!(err, "{}{question}? [y/N] ", sandbox_tag(ctx))?;
     err.flush()?;
@@ -108,6 +114,9 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
     let roster = Roster::read(&args.roster.roster)?;
     check_emails(&roster, &args.emails)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
+    if !args.dry_run {
+        can_confirm(args.yes, &format!("{} keys", action.verb()))?;
+    }
     let mut class = Class::load_with(ctx, roster, &args.db.db)?;
 
     let view = class.view();

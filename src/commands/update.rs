@@ -62,6 +62,13 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         )));
     }
     let limits = LimitsFile::read(&args.limits.limits)?;
+    if limits.rows.is_empty() {
+        return Err(input(format!(
+            "{} has no rows, so nothing to apply: run `classkeys refresh-limits-file` to fill it from the account, \
+             then edit its target_* columns",
+            limits.path.display()
+        )));
+    }
     let roster = Roster::read(&args.roster.roster)?;
     let on_roster: std::collections::HashSet<String> = roster
         .students

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::{
-    CsvOut, PLAIN_MODE, email_key, money_cell, parse_bool, parse_money, parse_reset, read_table,
-    reset_cell, write_atomic,
+    CsvOut, PLAIN_MODE, check_email, email_key, money_cell, parse_bool, parse_money, parse_reset,
+    read_table, reset_cell, write_atomic,
 };
 use crate::openrouter::Key;
 
@@ -83,9 +83,7 @@ impl LimitsFile {
         let mut rows = Vec::with_capacity(table.rows.len());
         for row in &table.rows {
             let email = row.get(Some(email_col)).to_string();
-            if email.is_empty() {
-                return Err(table.error(row.line, "the email is empty"));
-            }
+            check_email(&email).map_err(|m| table.error(row.line, m))?;
             if let Some(first) = seen.insert(email_key(&email), row.line) {
                 return Err(table.error(
                     row.line,

@@ -23,6 +23,8 @@ pub const PLAIN_MODE: u32 = 0o644;
 /// A CSV file read and checked for encoding: headers (trimmed, lower-case) and rows with line numbers.
 pub struct Table {
     pub path: PathBuf,
+    /// The line of the header (1 unless blank lines come first).
+    pub header_line: u64,
     pub headers: Vec<String>,
     pub rows: Vec<Row>,
 }
@@ -44,9 +46,10 @@ impl Table {
     pub fn require(&self, name: &str, what: &str) -> Result<usize> {
         self.column(name).ok_or_else(|| {
             input(format!(
-                "{}: line 1: missing column `{name}` ({what}); the header is: {}",
+                "{}: line {}: missing column `{name}` ({what}); the header is: {}",
                 self.shown(),
-                self.headers.join(",")
+                self.header_line,
+                excerpt(&self.headers.join(","))
             ))
         })
     }
@@ -65,14 +68,23 @@ impl Row {
     }
 }
 
+/// The longest cell classkeys reads: anything longer is the wrong file, not a student.
+const MAX_CELL: usize = 1000;
+
 /// Read a CSV: UTF-8 (a byte-order mark is fine), CRLF or LF, cells trimmed, blank rows skipped,
-/// spreadsheet-neutralised cells restored.
+/// spreadsheet-neutralised cells restored. A value that spans lines (a quote left open) or is
+/// absurdly long is an error, never a row silently swallowed.
 pub fn read_table(path: &Path, what: &str) -> Result<Table> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
         let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "not found".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            std::io::ErrorKind::NotFound => {
+                "no such file: check its name, and run classkeys in the class folder".to_string()
+            }
+            std::io::ErrorKind::IsADirectory => "it is a folder, not a file".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("permission denied: make it readable (chmod u+r {shown})")
+            }
             _ => e.to_string(),
         };
         input(format!("cannot read {what} {shown}: {why}"))
@@ -96,9 +108,19 @@ pub fn read_table(path: &Path, what: &str) -> Result<Table> {
         .trim(csv::Trim::All)
         .has_headers(true)
         .from_reader(body);
-    let headers: Vec<String> = reader
+    let mut lines = Lines {
+        body,
+        at: 0,
+        line: 1,
+    };
+    let header = reader
         .headers()
         .map_err(|e| input(format!("{shown}: line 1: cannot read the header: {e}")))?
+        .clone();
+    let header_line = lines.of(header.position().map_or(0, |p| p.byte()));
+    check_cells(&header, header_line)
+        .map_err(|m| input(format!("{shown}: line {header_line}: {m}")))?;
+    let headers: Vec<String> = header
         .iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
@@ -110,18 +132,14 @@ pub fn read_table(path: &Path, what: &str) -> Result<Table> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map(|p| line_at(body, p.byte())).unwrap_or(0);
+            let line = lines.of(e.position().map_or(0, |p| p.byte()));
             input(format!("{shown}: line {line}: {e}"))
         })?;
-        // The csv crate miscounts lines after CRLF (Excel, Python's csv module) and blank lines:
-        // count them from the record's byte offset instead.
-        let line = record
-            .position()
-            .map(|p| line_at(body, p.byte()))
-            .unwrap_or(0);
+        let line = lines.of(record.position().map_or(0, |p| p.byte()));
         if record.iter().all(|c| c.is_empty()) {
             continue;
         }
+        check_cells(&record, line).map_err(|m| input(format!("{shown}: line {line}: {m}")))?;
         if record.len() > headers.len() && record.iter().skip(headers.len()).any(|c| !c.is_empty())
         {
             return Err(input(format!(
@@ -137,19 +155,72 @@ pub fn read_table(path: &Path, what: &str) -> Result<Table> {
     }
     Ok(Table {
         path: path.to_path_buf(),
+        header_line,
         headers,
         rows,
     })
 }
 
-/// The 1-based line of the record the csv crate says starts at byte `offset`: it starts records
-/// at the terminator bytes (and blank lines) before them, so those are skipped first.
-fn line_at(body: &[u8], offset: u64) -> u64 {
-    let mut start = (offset as usize).min(body.len());
-    while start < body.len() && matches!(body[start], b'\r' | b'\n') {
-        start += 1;
+/// Line numbers as a text editor shows them. The csv crate's own count misses CRLF line ends
+/// (every line of a file saved on Windows would be reported one or more too low), and its record
+/// positions point before the line ends and blank lines it skipped.
+struct Lines<'a> {
+    body: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl Lines<'_> {
+    /// The line where the record the reader began at `byte` starts. Records come in order, so
+    /// counting goes on from the last one.
+    fn of(&mut self, byte: u64) -> u64 {
+        let mut start = usize::try_from(byte).map_or(self.body.len(), |b| b.min(self.body.len()));
+        while start < self.body.len() && matches!(self.body[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        for i in self.at..start {
+            match self.body[i] {
+                b'\n' => self.line += 1,
+                b'\r' if self.body.get(i + 1) != Some(&b'\n') => self.line += 1,
+                _ => {}
+            }
+        }
+        self.at = start;
+        self.line
     }
-    body[..start].iter().filter(|b| **b == b'\n').count() as u64 + 1
+}
+
+/// Cells no student's row has. A cell that spans lines can only come from a double quote left
+/// open (the rows after it would silently become part of it); a huge one, from the wrong file.
+fn check_cells(record: &csv::StringRecord, line: u64) -> std::result::Result<(), String> {
+    for cell in record {
+        if cell.contains(['\n', '\r']) {
+            let end = line + cell.matches('\n').count() as u64;
+            return Err(format!(
+                "a value runs on to line {end}: a double quote (\") is not closed; quote a whole value \
+                 (\"Lovelace, Ada\") or leave the quotes out"
+            ));
+        }
+        if cell.chars().count() > MAX_CELL {
+            return Err(format!(
+                "a value of {} characters ({}): longer than {MAX_CELL}; is this the right file?",
+                cell.chars().count(),
+                excerpt(cell)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A value for an error message: quoted, control characters escaped, at most 40 characters.
+pub fn excerpt(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head:?}…")
+    }
 }
 
 /// OWASP CSV-injection advice: a cell a spreadsheet would run as a formula gets a leading `'`.
@@ -313,7 +384,8 @@ pub fn parse_money(s: &str) -> std::result::Result<Option<f64>, String> {
     }
     let n = t.strip_prefix('$').unwrap_or(t).trim();
     match n.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+        // `-0` is zero, not a negative limit to send.
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v.abs())),
         Ok(_) => Err(format!(
             "the limit {t:?} is not a non-negative number of dollars (or `unlimited`)"
         )),
@@ -344,6 +416,35 @@ pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
         "true" | "yes" | "1" | "y" => Ok(true),
         "false" | "no" | "0" | "n" => Ok(false),
         _ => Err(format!("{s:?} is not true or false")),
+    }
+}
+
+/// An email classkeys accepts: one `@`, a dotted domain, no spaces or list separators.
+pub fn check_email(email: &str) -> std::result::Result<(), String> {
+    if email.is_empty() {
+        return Err("the email is empty".into());
+    }
+    let ok = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && email.len() <= 254
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !email
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || ",;<>\"".contains(c))
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not an email address (like ada@uni.edu)",
+            excerpt(email)
+        ))
     }
 }
 
@@ -415,6 +516,25 @@ mod tests {
         assert_eq!(money_cell(Some(5.0)), "5.0");
         assert_eq!(money_cell(Some(0.75)), "0.75");
         assert_eq!(money_cell(None), "unlimited");
+    }
+
+    #[test]
+    fn line_numbers_count_crlf_cr_and_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        for (text, want) in [
+            (&b"a,b\n1,2\n\n3,4\n"[..], [2, 4]),
+            (b"a,b\r\n1,2\r\n\r\n3,4\r\n", [2, 4]),
+            (b"\xEF\xBB\xBFa,b\r\n1,2\r\n \r\n3,4", [2, 4]),
+            (b"a,b\r1,2\r\r3,4\r", [2, 4]),
+            (b"\n\na,b\n\"1\",\"x\"\n3,4\n", [4, 5]),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let t = read_table(&path, "test").unwrap();
+            let lines: Vec<u64> = t.rows.iter().map(|r| r.line).collect();
+            assert_eq!(lines, want, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(t.header_line, want[0] - 1);
+        }
     }
 
     #[test]

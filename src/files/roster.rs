@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{CsvOut, PLAIN_MODE, email_key, parse_money, parse_reset, read_table, write_atomic};
+use super::{
+    CsvOut, PLAIN_MODE, check_email, email_key, parse_money, parse_reset, read_table, write_atomic,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Student {
@@ -68,6 +70,12 @@ impl Roster {
                 line: row.line,
             });
         }
+        if students.is_empty() {
+            return Err(table.error(
+                table.header_line + 1,
+                "no students: add one line per student under the header, like ada@uni.edu,Ada Lovelace",
+            ));
+        }
         Ok(Roster {
             path: path.to_path_buf(),
             students,
@@ -124,32 +132,6 @@ impl Roster {
     pub fn find(&self, email: &str) -> Option<&Student> {
         let k = email_key(email);
         self.students.iter().find(|s| email_key(&s.email) == k)
-    }
-}
-
-fn check_email(email: &str) -> std::result::Result<(), String> {
-    if email.is_empty() {
-        return Err("the email is empty".into());
-    }
-    let ok = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !email
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == ',' || c == ';' || c == '<' || c == '>')
-        }
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{email:?} is not an email address (like ada@uni.edu)"
-        ))
     }
 }
 

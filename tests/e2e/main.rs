@@ -4,6 +4,7 @@
 mod common;
 
 mod basics;
+mod inputs;
 mod lifecycle;
 mod migrate;
 mod report;
