@@ -234,8 +234,19 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
 }
 
 pub struct Fake {
-    pub server: MockServer,
+    server: Option<MockServer>,
     pub state: Arc<Mutex<State>>,
+}
+
+/// wiremock's `Drop` blocks on a tokio lock; inside a test task that has used up its tokio co-op
+/// budget that lock never comes free and the test hangs. Dropping it on a plain thread (no
+/// runtime, no budget) always finishes.
+impl Drop for Fake {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = std::thread::spawn(move || drop(server)).join();
+        }
+    }
 }
 
 impl Fake {
@@ -249,11 +260,20 @@ impl Fake {
             .respond_with(Responder(state.clone()))
             .mount(&server)
             .await;
-        Fake { server, state }
+        Fake {
+            server: Some(server),
+            state,
+        }
+    }
+
+    fn server(&self) -> &MockServer {
+        self.server
+            .as_ref()
+            .expect("the fake is running until dropped")
     }
 
     pub fn url(&self) -> String {
-        format!("{}/api/v1", self.server.uri())
+        format!("{}/api/v1", self.server().uri())
     }
 
     pub fn add_key(&self, name: &str, limit: Option<f64>, disabled: bool, usage: f64) -> String {
@@ -347,7 +367,7 @@ impl Fake {
 
     /// (method, path?query, body) of every request received so far.
     pub async fn requests(&self) -> Vec<(String, String, String)> {
-        self.server
+        self.server()
             .received_requests()
             .await
             .unwrap_or_default()

@@ -146,15 +146,7 @@ async fn assert_rejected(
         before,
         "{file}, {case}: the folder changed"
     );
-    stop(quiet).await;
-}
-
-/// Drop a fake after giving the runtime a turn. wiremock's `Drop` blocks on a tokio lock inside
-/// this task; if the task has used up its tokio co-op budget, that lock never comes free and the
-/// test spins forever. A yield resets the budget.
-async fn stop(fake: Fake) {
-    tokio::task::yield_now().await;
-    drop(fake);
+    drop(quiet);
 }
 
 /// A class whose two students have keys: keys.db, limits.csv, api_keys and snapshot files.
@@ -165,7 +157,7 @@ async fn provisioned() -> Class {
     let out = class.cmd(&fake).arg("provision").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(class.path("limits.csv").exists());
-    stop(fake).await;
+    drop(fake);
     class
 }
 
@@ -361,7 +353,7 @@ async fn bad_roster_exits_2_names_file_and_line_and_sends_nothing() {
         .unwrap();
     assert_bad_input(&out, "--roster", "class-b.csv", At::File, &["no such file"]);
     assert!(quiet.requests().await.is_empty());
-    stop(quiet).await;
+    drop(quiet);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -754,7 +746,7 @@ async fn bom_spaces_and_crlf_are_accepted_everywhere() {
         "{}",
         stdout(&out)
     );
-    stop(fake).await;
+    drop(fake);
 }
 
 /// POST /keys bodies by key name.
@@ -957,7 +949,7 @@ async fn exit_codes() {
     );
     let doc = json(&out);
     assert_eq!(doc["failed"].as_array().unwrap().len(), 1, "{doc}");
-    stop(fake).await;
+    drop(fake);
 }
 
 /// Run a command with --json: it succeeds, stdout is exactly one JSON document, and (unless
@@ -1119,7 +1111,7 @@ async fn json_for_every_command() {
         .into_owned();
     let doc = run_json(&class, &fake, &["--json", "import-keys", &first]);
     assert!(doc["unmatched"].is_array(), "{doc}");
-    stop(fake).await;
+    drop(fake);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1184,7 +1176,7 @@ async fn roster_limits_and_resets_go_into_the_new_keys() {
         ),
         ("weekly", "weekly")
     );
-    stop(fake).await;
+    drop(fake);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1221,7 +1213,7 @@ async fn expires_is_sent_as_utc_and_bad_dates_send_nothing() {
     let posts: Vec<Value> = post_bodies(&fake).await.into_values().collect();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0]["expires_at"], json!("2030-06-01T10:00:00Z"));
-    stop(fake).await;
+    drop(fake);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1325,7 +1317,7 @@ async fn update_applies_target_limit_reset_and_refresh_shows_the_actual_one() {
     assert!(
         rows[0].contains_key("target_limit_reset") && rows[0].contains_key("actual_limit_reset")
     );
-    stop(fake).await;
+    drop(fake);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1459,7 +1451,7 @@ async fn no_colour_with_no_color_and_no_escapes_off_a_terminal() {
     .unwrap();
     assert!(plain.contains("--jobs"), "{plain}");
     assert!(!plain.contains("\x1b["), "NO_COLOR, clap: {plain:?}");
-    stop(fake).await;
+    drop(fake);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1490,5 +1482,5 @@ async fn a_closed_stdout_is_no_panic() {
         assert_clean(&out, &format!("{args:?} with stdout closed"));
         assert_ne!(out.status.code(), Some(101), "{args:?}: {}", stderr(&out));
     }
-    stop(fake).await;
+    drop(fake);
 }
