@@ -110,6 +110,18 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
         }
     }
 
+    // Like every command that looked at the account: one usage row per key keys.db knows.
+    let emails: HashMap<String, String> = store
+        .known_keys()?
+        .into_iter()
+        .map(|k| (k.hash, k.email))
+        .collect();
+    let seen: Vec<(&Key, &str)> = account
+        .iter()
+        .filter_map(|k| emails.get(&k.hash).map(|e| (k, e.as_str())))
+        .collect();
+    store.record_state(crate::store::run_time(), &[], &seen)?;
+
     if ctx.ui.json {
         ctx.ui.json(&report)?;
     } else {

@@ -50,6 +50,9 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
 
     let view = class.view();
     let mut old: Vec<(Planned, Key)> = Vec::new();
+    // Any other key the student still has (left by a rotate that was interrupted after its
+    // create) goes too, so a re-run always ends with one key.
+    let mut others: Vec<(String, Key)> = Vec::new();
     // An email given twice is one student: one new key, not two.
     let mut seen = HashSet::new();
     for email in args.emails.iter().filter(|e| seen.insert(email_key(e))) {
@@ -67,6 +70,13 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
             limit_reset: key.limit_reset.clone(),
             expires_at: key.expires_at.clone(),
         };
+        others.extend(
+            entry
+                .keys
+                .iter()
+                .skip(1)
+                .map(|k| (entry.student.email.clone(), (*k).clone())),
+        );
         old.push((
             Planned {
                 email: entry.student.email.clone(),
@@ -123,6 +133,9 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
                 r.new_hash = Some(new_hash.clone());
             }
             to_delete.push((email.clone(), old_key.clone(), new_hash.clone()));
+            for (_, other) in others.iter().filter(|(e, _)| e == email) {
+                to_delete.push((email.clone(), other.clone(), new_hash.clone()));
+            }
         }
     }
     let mut failure: Option<(String, ApiError)> = outcome.failure.take();

@@ -269,3 +269,44 @@ async fn provision_warns_when_limits_exceed_the_credits() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotate_killed_after_its_create_is_finished_by_running_it_again() {
+    let (fake, class) = provisioned(2).await;
+    let out = class
+        .cmd(&fake)
+        .args(["rotate", "--email", "s0001@uni.edu"])
+        .env("CLASSKEYS_FAULT", "create-saved:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        fake.keys().len(),
+        3,
+        "new key made, old one not yet deleted"
+    );
+    let out = class
+        .cmd(&fake)
+        .args(["rotate", "--email", "s0001@uni.edu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fake.keys().len(), 2, "one key per student again");
+    let hash = hash_of(&class, "s0001@uni.edu");
+    let out = bare(class.dir.path())
+        .args(["export-keys", "--format", "json"])
+        .output()
+        .unwrap();
+    let rows = json(&out);
+    let mine: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["email"] == "s0001@uni.edu")
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        mine[0]["api_key"].as_str(),
+        fake.secret_of(&hash).as_deref()
+    );
+}

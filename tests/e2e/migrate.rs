@@ -175,7 +175,7 @@ async fn every_command_that_opens_the_python_db_upgrades_it_once() {
             0,
             0,
         ),
-        (vec!["import-keys", API_KEYS], true, 0, 4),
+        (vec!["import-keys", API_KEYS], true, 5, 4),
         (vec!["export-keys"], false, 0, 0),
         (vec!["init-db"], false, 0, 0),
     ];
