@@ -47,7 +47,8 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
             "`classkeys demo` is a walkthrough for people: run it without --json",
         ));
     }
-    let dir = args.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    // Without --dir, a fresh folder every time: classkeys-demo, then classkeys-demo-2, …
+    let dir = args.dir.unwrap_or_else(fresh_default);
     prepare(&dir)?;
     let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
     let _back = Cwd::change(&dir)?;
@@ -153,6 +154,19 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
         shown.display()
     ));
     Ok(Exit::Ok)
+}
+
+fn fresh_default() -> PathBuf {
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                PathBuf::from(DEFAULT_DIR)
+            } else {
+                PathBuf::from(format!("{DEFAULT_DIR}-{n}"))
+            }
+        })
+        .find(|p| std::fs::read_dir(p).map_or(true, |mut e| e.next().is_none()) && !p.is_file())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
 }
 
 /// Create the folder, or accept an empty one: the demo never mixes with a real class's files.

@@ -151,7 +151,9 @@ impl Client {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(16)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // The API never redirects; following one could carry the key somewhere else.
+            .redirect(reqwest::redirect::Policy::none());
         if loopback {
             // A proxy would carry the key in clear text: loopback traffic never uses one.
             builder = builder.no_proxy();
