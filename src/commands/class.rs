@@ -197,3 +197,22 @@ pub fn limit_cell(limit: Option<f64>) -> String {
 pub fn sandbox_tag(ctx: &Ctx) -> &'static str {
     if ctx.global.sandbox { "[sandbox] " } else { "" }
 }
+
+/// The request that stopped a run, as `--json` shows it.
+#[derive(Debug, Serialize)]
+pub struct Failed {
+    pub email: String,
+    pub error: String,
+}
+
+impl Failed {
+    pub fn list(failure: &Option<(String, crate::openrouter::ApiError)>) -> Vec<Failed> {
+        failure
+            .iter()
+            .map(|(email, e)| Failed {
+                email: email.clone(),
+                error: e.to_string(),
+            })
+            .collect()
+    }
+}

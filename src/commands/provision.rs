@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::class::{Class, StudentJson, limit_text, sandbox_tag};
+use super::class::{Class, Failed, StudentJson, limit_text, sandbox_tag};
 use crate::cli::ProvisionArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
@@ -51,12 +51,6 @@ struct PlannedJson {
     limit: Option<f64>,
     limit_reset: Option<String>,
     expires_at: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct Failed {
-    pub email: String,
-    pub error: String,
 }
 
 /// What a batch of creates came to.
@@ -179,16 +173,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
                 .map(|k| StudentJson::new(email, name, k))
         })
         .collect();
-    let failed: Vec<Failed> = outcome
-        .failure
-        .as_ref()
-        .map(|(email, e)| {
-            vec![Failed {
-                email: email.clone(),
-                error: e.to_string(),
-            }]
-        })
-        .unwrap_or_default();
+    let failed = Failed::list(&outcome.failure);
     let exit = if outcome.failure.is_some() {
         Exit::Failed
     } else {

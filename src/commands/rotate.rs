@@ -25,7 +25,7 @@ use crate::store::{Change, run_time};
 struct Report {
     dry_run: bool,
     rotated: Vec<Rotated>,
-    failed: Vec<super::provision::Failed>,
+    failed: Vec<super::class::Failed>,
     api_keys_file: Option<String>,
 }
 
@@ -205,13 +205,7 @@ fn finish(
         ctx.ui.json(&Report {
             dry_run,
             rotated: rotated.clone(),
-            failed: failure
-                .iter()
-                .map(|(e, err)| super::provision::Failed {
-                    email: e.clone(),
-                    error: err.to_string(),
-                })
-                .collect(),
+            failed: super::class::Failed::list(&failure),
             api_keys_file: api_keys_file.clone(),
         })?;
     } else {

@@ -57,7 +57,7 @@ struct Report {
     dry_run: bool,
     keys: Vec<Target>,
     already: usize,
-    failed: Vec<super::provision::Failed>,
+    failed: Vec<super::class::Failed>,
 }
 
 #[derive(Serialize, Clone)]
@@ -293,13 +293,7 @@ fn finish(
             dry_run,
             keys: targets.clone(),
             already,
-            failed: failure
-                .iter()
-                .map(|(e, err)| super::provision::Failed {
-                    email: e.clone(),
-                    error: err.to_string(),
-                })
-                .collect(),
+            failed: super::class::Failed::list(&failure),
         })?;
     } else {
         let rows = targets

@@ -22,7 +22,7 @@ struct Report {
     dry_run: bool,
     changes: Vec<ChangeJson>,
     skipped: Vec<SkippedJson>,
-    failed: Vec<super::provision::Failed>,
+    failed: Vec<super::class::Failed>,
     unchanged: usize,
     limits_file: Option<String>,
     snapshot: Option<String>,
@@ -171,13 +171,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
             dry_run: args.dry_run,
             changes: change_rows,
             skipped: skipped.iter().map(skipped_json).collect(),
-            failed: failure
-                .iter()
-                .map(|(e, err)| super::provision::Failed {
-                    email: e.clone(),
-                    error: err.to_string(),
-                })
-                .collect(),
+            failed: super::class::Failed::list(&failure),
             unchanged,
             limits_file,
             snapshot,
