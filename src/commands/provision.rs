@@ -164,7 +164,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
 
     let by_hash: std::collections::HashMap<&str, &crate::openrouter::Key> =
         class.account.iter().map(|k| (k.hash.as_str(), k)).collect();
-    let created_json: Vec<StudentJson> = outcome
+    let mut created_json: Vec<StudentJson> = outcome
         .created
         .iter()
         .filter_map(|(email, name, hash)| {
@@ -173,6 +173,19 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
                 .map(|k| StudentJson::new(email, name, k))
         })
         .collect();
+    // Answers come in any order; people read the roster's.
+    let roster_order: std::collections::HashMap<String, usize> = class
+        .roster
+        .students
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (crate::files::email_key(&s.email), i))
+        .collect();
+    created_json.sort_by_key(|s| {
+        roster_order
+            .get(&crate::files::email_key(&s.email))
+            .copied()
+    });
     let failed = Failed::list(&outcome.failure);
     let exit = if outcome.failure.is_some() {
         Exit::Failed
