@@ -44,10 +44,10 @@ async fn a_create_whose_connection_drops_after_the_key_exists_is_settled_in_the_
     let fake = Fake::start().await;
     let class = Class::new(&roster(5));
     class.cmd(&fake).arg("init-db").assert().success();
-    fake.fault("POST", Fault::DoThenHang(Duration::from_secs(4)));
+    fake.fault("POST", Fault::DoThenHang(Duration::from_secs(6)));
     let out = class
         .cmd(&fake)
-        .args(["--timeout", "1", "provision"])
+        .args(["--timeout", "2", "provision"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
