@@ -44,9 +44,6 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     check_emails(&roster, &args.emails)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
     let mut class = Class::load_with(ctx, roster, &args.db.db)?;
-    // Make sure keys.db knows every old key, so none is mistaken for a leftover.
-    class.record(at)?;
-    class.refresh_known()?;
 
     let view = class.view();
     let mut old: Vec<(Planned, Key)> = Vec::new();
@@ -101,6 +98,9 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
         return finish(ctx, true, rotated, None, None);
     }
 
+    // Make sure keys.db knows every old key, so none is mistaken for a leftover.
+    class.record(at)?;
+    class.refresh_known()?;
     settle_leftovers(ctx, &mut class)?;
     let mut outcome = Outcome::default();
     let made = create_all(
