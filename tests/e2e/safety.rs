@@ -369,3 +369,35 @@ async fn spreadsheet_formulas_are_neutralised_and_read_back() {
             .any(|r| r["name"] == json!(evil))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_any_instant_then_the_same_command_leaves_one_key_each() {
+    // SIGKILL mid-run at a few different instants; each time the re-run repairs everything.
+    for kill_after_ms in [60u64, 150, 300] {
+        let fake = Fake::start().await;
+        let class = Class::new(&roster(40));
+        class.cmd(&fake).arg("init-db").assert().success();
+        fake.state.lock().unwrap().delay = Some(Duration::from_millis(15));
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("classkeys"))
+            .env_clear()
+            .current_dir(class.dir.path())
+            .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
+            .env("OPENROUTER_BASE_URL", fake.url())
+            .args(["--jobs", "4", "provision"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        fake.state.lock().unwrap().delay = None;
+        let out = class.cmd(&fake).arg("provision").output().unwrap();
+        assert!(
+            out.status.success(),
+            "killed after {kill_after_ms} ms: {}",
+            stderr(&out)
+        );
+        assert_one_key_each_with_secret(&class, &fake, 40);
+    }
+}
