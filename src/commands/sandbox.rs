@@ -3,6 +3,7 @@
 //! `update` and `report` have usage to show. `reset` starts the rehearsal over; the hidden
 //! `serve` runs the emulator alone, for benchmarks against a slow "OpenRouter".
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ use crate::context::Ctx;
 use crate::error::{Exit, input};
 use crate::files::email_key;
 use crate::files::roster::Roster;
-use crate::reconcile::student_name;
-use crate::sandbox::{self, Account, Emulator, Options, SandboxKey};
+use crate::files::roster::Student;
+use crate::openrouter::Key;
+use crate::reconcile;
+use crate::sandbox::{self, Account, Emulator, Options};
 use crate::store::{KnownKey, Store};
 
 pub fn run(ctx: &mut Ctx, cmd: SandboxCommand) -> Result<Exit> {
@@ -76,12 +79,11 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
     } else {
         None
     };
-    let name = roster
-        .as_ref()
-        .and_then(|r| r.find(&args.email))
-        .map(|s| s.name.clone());
+    let students: &[Student] = roster.as_ref().map_or(&[], |r| &r.students);
     let email = email_key(&args.email);
-    if name.is_none() && !known.iter().any(|k| email_key(&k.email) == email) {
+    if !students.iter().any(|s| email_key(&s.email) == email)
+        && !known.iter().any(|k| email_key(&k.email) == email)
+    {
         return Err(input(format!(
             "{} is neither in {} nor in {}: check the spelling",
             args.email,
@@ -92,15 +94,12 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
     let now = Utc::now();
     let file = ctx.sandbox_file();
     let outcome = sandbox::update_account(&file, |account| {
-        let hash = find_key(account, &known, &email, name.as_deref(), now)
-            .ok_or_else(|| {
-                input(format!(
-                    "{} has no key in the sandbox: run `classkeys --sandbox provision` first",
-                    args.email
-                ))
-            })?
-            .hash
-            .clone();
+        let hash = find_key(account, students, &known, &email, now).ok_or_else(|| {
+            input(format!(
+                "{} has no key in the sandbox: run `classkeys --sandbox provision` first",
+                args.email
+            ))
+        })?;
         account
             .spend(&hash, args.amount, now)
             .context("the key vanished while spending")
@@ -142,43 +141,26 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The student's key in the sandbox: the keys keys.db records for the email (enabled first,
-/// then newest), else a key named `YYYYMMDD_<roster name>` that keys.db gives nobody else.
-fn find_key<'a>(
-    account: &'a Account,
+/// The student's key in the sandbox, matched exactly as every other command matches keys to
+/// students (`reconcile::match_keys`: keys.db's record first, then the roster name).
+fn find_key(
+    account: &Account,
+    roster: &[Student],
     known: &[KnownKey],
     email: &str,
-    name: Option<&str>,
     now: DateTime<Utc>,
-) -> Option<&'a SandboxKey> {
-    let best = |keys: Vec<&'a SandboxKey>| {
-        keys.into_iter().min_by(|a, b| {
-            (a.disabled || a.expired(now))
-                .cmp(&(b.disabled || b.expired(now)))
-                .then_with(|| b.created_at.cmp(&a.created_at))
-        })
-    };
-    let recorded: Vec<&SandboxKey> = known
+) -> Option<String> {
+    let keys: Vec<Key> = account
+        .keys
         .iter()
-        .filter(|k| !k.deleted && email_key(&k.email) == email)
-        .filter_map(|k| account.find(&k.hash))
+        .filter_map(|k| serde_json::to_value(k.view(now)).ok())
+        .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
-    if !recorded.is_empty() {
-        return best(recorded);
-    }
-    let name = name?;
-    let others: Vec<&str> = known
-        .iter()
-        .filter(|k| !k.email.is_empty() && email_key(&k.email) != email)
-        .map(|k| k.hash.as_str())
-        .collect();
-    best(
-        account
-            .keys
-            .iter()
-            .filter(|k| student_name(&k.name) == name && !others.contains(&k.hash.as_str()))
-            .collect(),
-    )
+    let view = reconcile::match_keys(roster, known, &HashMap::new(), &keys, &HashSet::new());
+    view.rows()
+        .into_iter()
+        .find(|(e, _, _)| email_key(e) == email)
+        .map(|(_, _, k)| k.hash.clone())
 }
 
 fn reset(ctx: &mut Ctx) -> Result<Exit> {
