@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::context::Ctx;
+use crate::files::email_key;
 use crate::files::roster::Roster;
-use crate::files::{email_key, money_cell};
 use crate::openrouter::{Client, Key};
 use crate::reconcile::{self, ClassView};
 use crate::store::{KnownKey, Store};
@@ -69,25 +69,24 @@ impl Class {
     }
 
     pub fn view(&self) -> ClassView<'_> {
-        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
-        reconcile::match_keys(
-            &self.roster.students,
+        view_of(
+            &self.roster,
             &self.known,
             &self.known_names,
             &self.account,
-            &suspects,
+            &self.suspects,
         )
     }
 
     /// One usage row per key of the class, the students, and each key's state, in one transaction.
     pub fn record(&mut self, at: DateTime<Utc>) -> Result<()> {
-        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
-        let view = reconcile::match_keys(
-            &self.roster.students,
+        // Field by field, so that the view can be read while the store is written.
+        let view = view_of(
+            &self.roster,
             &self.known,
             &self.known_names,
             &self.account,
-            &suspects,
+            &self.suspects,
         );
         let rows = view.rows();
         let students: Vec<(&str, &str)> = self
@@ -126,6 +125,17 @@ impl Class {
         let gone: HashSet<&str> = hashes.iter().map(String::as_str).collect();
         self.account.retain(|k| !gone.contains(k.hash.as_str()));
     }
+}
+
+fn view_of<'a>(
+    roster: &'a Roster,
+    known: &[KnownKey],
+    known_names: &HashMap<String, String>,
+    account: &'a [Key],
+    suspects: &HashSet<String>,
+) -> ClassView<'a> {
+    let suspects: HashSet<&str> = suspects.iter().map(String::as_str).collect();
+    reconcile::match_keys(&roster.students, known, known_names, account, &suspects)
 }
 
 /// A student and their key, as `--json` shows it.
@@ -188,10 +198,6 @@ pub fn limit_text(limit: Option<f64>) -> String {
         None => "unlimited".into(),
         Some(l) => format!("${l:.2}"),
     }
-}
-
-pub fn limit_cell(limit: Option<f64>) -> String {
-    money_cell(limit)
 }
 
 pub fn sandbox_tag(ctx: &Ctx) -> &'static str {

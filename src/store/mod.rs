@@ -28,11 +28,6 @@ pub struct KnownKey {
     pub hash: String,
     pub email: String,
     pub key_name: String,
-    pub secret: Option<String>,
-    pub limit: Option<f64>,
-    pub limit_reset: Option<String>,
-    pub expires_at: Option<String>,
-    pub disabled: bool,
     pub deleted: bool,
 }
 
@@ -212,15 +207,9 @@ impl Store {
         Ok((Store { conn, _lock: lock }, notice))
     }
 
-    /// Row counts of student, key, usage, changelog.
-    pub fn counts(&self) -> Result<[i64; 4]> {
-        counts(&self.conn)
-    }
-
     pub fn known_keys(&self) -> Result<Vec<KnownKey>> {
         let mut stmt = self.conn.prepare(
-            "SELECT key_hash, COALESCE(email, ''), COALESCE(key_name, ''), api_key, credit_limit, limit_reset,
-                    expires_at, COALESCE(disabled, 0), deleted_at IS NOT NULL
+            "SELECT key_hash, COALESCE(email, ''), COALESCE(key_name, ''), deleted_at IS NOT NULL
              FROM key ORDER BY created_at, key_hash",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -228,12 +217,7 @@ impl Store {
                 hash: r.get(0)?,
                 email: r.get(1)?,
                 key_name: r.get(2)?,
-                secret: r.get(3)?,
-                limit: r.get(4)?,
-                limit_reset: r.get(5)?,
-                expires_at: r.get(6)?,
-                disabled: r.get(7)?,
-                deleted: r.get(8)?,
+                deleted: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -490,11 +474,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    #[doc(hidden)]
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
 }
 
 fn upsert_key(tx: &rusqlite::Transaction, key: &Key, email: &str) -> rusqlite::Result<()> {
@@ -547,10 +526,6 @@ pub fn describe_key(key: &Key) -> String {
         s.push_str(&format!(" expires_at={e}"));
     }
     s
-}
-
-fn counts(conn: &Connection) -> Result<[i64; 4]> {
-    migrate::counts(conn)
 }
 
 /// Upgrade a manage_keys.py database in place after copying it aside, make it owner-only
