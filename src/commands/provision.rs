@@ -147,8 +147,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
         );
     }
 
-    let created = create_all(ctx, &mut class, plan, &mut outcome)?;
-    outcome.created = created;
+    create_all(ctx, &mut class, plan, &mut outcome)?;
 
     // Secrets first: they exist nowhere else but keys.db.
     let api_keys_file = if outcome.secrets.is_empty() {
@@ -259,14 +258,13 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
 }
 
 /// Create every planned key through the pool. Ambiguous creates are settled and made again,
-/// up to three rounds. Returns (email, name, hash) of every key made.
+/// up to three rounds. Every key made lands in `outcome` (secret and hash).
 pub fn create_all(
     ctx: &Ctx,
     class: &mut Class,
     plan: Vec<Planned>,
     outcome: &mut Outcome,
-) -> Result<Vec<(String, String, String)>> {
-    let mut made = Vec::new();
+) -> Result<()> {
     let mut todo = plan;
     for round in 0..3 {
         if todo.is_empty() || outcome.failure.is_some() {
@@ -331,7 +329,11 @@ pub fn create_all(
                                 api_key: created.key,
                                 key_name: created.data.name.clone(),
                             });
-                            made.push((p.email.clone(), p.name.clone(), created.data.hash.clone()));
+                            outcome.created.push((
+                                p.email.clone(),
+                                p.name.clone(),
+                                created.data.hash.clone(),
+                            ));
                             account.push(created.data);
                             true
                         }
@@ -385,7 +387,7 @@ pub fn create_all(
             },
         ));
     }
-    Ok(made)
+    Ok(())
 }
 
 /// Settle creates whose outcome an earlier run (or round) never learned: delete the keys they

@@ -103,7 +103,7 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     class.refresh_known()?;
     settle_leftovers(ctx, &mut class)?;
     let mut outcome = Outcome::default();
-    let made = create_all(
+    create_all(
         ctx,
         &mut class,
         old.iter().map(|(p, _)| p.clone()).collect(),
@@ -117,7 +117,7 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
 
     // Old keys whose replacement exists (and whose secret is saved) go.
     let mut to_delete: Vec<(String, Key, String)> = Vec::new();
-    for (email, _, new_hash) in &made {
+    for (email, _, new_hash) in &outcome.created {
         if let Some((_, old_key)) = old.iter().find(|(p, _)| &p.email == email) {
             class.store.record_changes(
                 None,

@@ -1,6 +1,8 @@
 //! `update`: apply limits.csv's targets, one PATCH per key carrying every field that differs,
 //! record each change with its old and new value, then rewrite limits.csv keeping the targets.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use serde::Serialize;
 
@@ -14,7 +16,7 @@ use crate::files::roster::Roster;
 use crate::files::{money_cell, reset_cell};
 use crate::openrouter::{ApiError, Key, Patch};
 use crate::reconcile::{self, Skipped};
-use crate::store::{Change, run_time};
+use crate::store::run_time;
 use crate::{pool, reconcile::changes};
 
 #[derive(Serialize)]
@@ -109,12 +111,12 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         ));
     }
 
-    let mut applied: Vec<Change> = Vec::new();
+    // The keys whose PATCH went through, as the API answered them.
+    let mut answered: HashMap<String, Key> = HashMap::new();
     let mut failure: Option<(String, ApiError)> = None;
     if !args.dry_run {
         let bar = ctx.ui.progress(jobs.len(), "updating keys");
         let mut store_error = None;
-        let mut answers: Vec<Key> = Vec::new();
         {
             let Class { client, store, .. } = &mut class;
             let client = &*client;
@@ -133,8 +135,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
                                 store_error = Some(e);
                                 return false;
                             }
-                            applied.extend(rows);
-                            answers.push(after);
+                            answered.insert(after.hash.clone(), after);
                             true
                         }
                         Err(e) => {
@@ -149,7 +150,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         if let Some(e) = store_error {
             return Err(e);
         }
-        class.apply(answers);
+        class.apply(answered.values().cloned().collect());
     }
 
     let (limits_file, snapshot) = if args.dry_run {
@@ -165,7 +166,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         )
     };
 
-    let change_rows = planned_changes(&jobs, &applied);
+    let change_rows = planned_changes(&jobs, &answered);
     if ctx.ui.json {
         ctx.ui.json(&Report {
             dry_run: args.dry_run,
@@ -210,11 +211,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         let done = if args.dry_run {
             jobs.len()
         } else {
-            applied
-                .iter()
-                .map(|c| &c.hash)
-                .collect::<std::collections::HashSet<_>>()
-                .len()
+            answered.len()
         };
         ctx.ui.say(format!(
             "{}{verb} {done} key(s); {unchanged} already as targeted; {} skipped{}",
@@ -238,18 +235,12 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn planned_changes(jobs: &[Job], applied: &[Change]) -> Vec<ChangeJson> {
+/// One row per field a PATCH carries; a field is applied when its key's PATCH went through.
+fn planned_changes(jobs: &[Job], answered: &HashMap<String, Key>) -> Vec<ChangeJson> {
     let mut out = Vec::new();
     for job in jobs {
+        let done = answered.contains_key(&job.before.hash);
         let mut push = |field: &'static str, old: String, new: String| {
-            let done = applied.iter().any(|c| {
-                c.hash == job.before.hash
-                    && match field {
-                        "limit" => c.action == "limit_changed",
-                        "disabled" => c.action == "disabled" || c.action == "enabled",
-                        _ => c.action == "limit_reset_changed",
-                    }
-            });
             out.push(ChangeJson {
                 email: job.email.clone(),
                 key_name: job.before.name.clone(),
