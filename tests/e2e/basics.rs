@@ -222,15 +222,9 @@ async fn export_keys_gives_real_secrets_without_a_management_key() {
     let class = Class::new(&roster(2));
     class.cmd(&fake).arg("init-db").assert().success();
     class.cmd(&fake).arg("provision").assert().success();
-    let out = bare(class.dir.path())
-        .args(["export-keys", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows = json(&out);
-    let rows = rows.as_array().unwrap();
+    let rows = class.exported();
     assert_eq!(rows.len(), 2);
-    for r in rows {
+    for r in &rows {
         let hash = fake
             .keys()
             .into_iter()

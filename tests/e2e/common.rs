@@ -438,6 +438,33 @@ impl Class {
         cmd
     }
 
+    /// The same command as `cmd`, started in the background (for runs that overlap or get killed).
+    pub fn spawn(&self, fake: &Fake, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("classkeys"))
+            .env_clear()
+            .current_dir(self.dir.path())
+            .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
+            .env("OPENROUTER_BASE_URL", fake.url())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `export-keys --format json` (no management key needed), as rows.
+    pub fn exported(&self) -> Vec<Value> {
+        let out = bare(self.dir.path())
+            .args(["export-keys", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "export-keys: {}", stderr(&out));
+        json(&out)
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("export-keys gave no list: {}", stdout(&out)))
+    }
+
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path("keys.db")).unwrap()
     }

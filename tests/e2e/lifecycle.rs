@@ -70,14 +70,8 @@ async fn rotate_makes_a_new_key_then_deletes_the_old_one() {
         1
     );
     // export-keys hands out the new secret, not the old one.
-    let out = bare(class.dir.path())
-        .args(["export-keys", "--format", "json"])
-        .output()
-        .unwrap();
-    let rows = json(&out);
+    let rows = class.exported();
     let ada: Vec<_> = rows
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|r| r["email"] == "s0001@uni.edu")
         .collect();
@@ -156,11 +150,7 @@ async fn delete_all_takes_only_the_rosters_keys_after_confirmation() {
     );
     // History stays.
     assert!(class.count("SELECT COUNT(*) FROM usage u JOIN key k ON k.key_hash = u.key_hash WHERE k.deleted_at IS NOT NULL") >= 3);
-    let out = bare(class.dir.path())
-        .args(["export-keys", "--format", "json"])
-        .output()
-        .unwrap();
-    assert_eq!(json(&out).as_array().unwrap().len(), 0);
+    assert_eq!(class.exported().len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,14 +283,8 @@ async fn a_rotate_killed_after_its_create_is_finished_by_running_it_again() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fake.keys().len(), 2, "one key per student again");
     let hash = hash_of(&class, "s0001@uni.edu");
-    let out = bare(class.dir.path())
-        .args(["export-keys", "--format", "json"])
-        .output()
-        .unwrap();
-    let rows = json(&out);
+    let rows = class.exported();
     let mine: Vec<_> = rows
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|r| r["email"] == "s0001@uni.edu")
         .collect();

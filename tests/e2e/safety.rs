@@ -19,13 +19,7 @@ fn assert_one_key_each_with_secret(class: &Class, fake: &Fake, students: usize) 
     let names: HashSet<&str> = keys.iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), students, "no duplicate names");
     assert!(keys.iter().all(|k| k["disabled"] == json!(false)));
-    let out = bare(class.dir.path())
-        .args(["export-keys", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let exported = json(&out);
-    let exported = exported.as_array().unwrap();
+    let exported = class.exported();
     assert_eq!(exported.len(), students, "{exported:?}");
     for key in &keys {
         let row = exported
@@ -215,18 +209,7 @@ async fn two_concurrent_runs_make_no_duplicate() {
     let class = Class::new(&roster(20));
     class.cmd(&fake).arg("init-db").assert().success();
     fake.state.lock().unwrap().delay = Some(Duration::from_millis(30));
-    let spawn = || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("classkeys"))
-            .env_clear()
-            .current_dir(class.dir.path())
-            .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
-            .env("OPENROUTER_BASE_URL", fake.url())
-            .args(["--jobs", "2", "provision"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || class.spawn(&fake, &["--jobs", "2", "provision"]);
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success(), "{}", stderr(&a));
@@ -357,17 +340,7 @@ async fn spreadsheet_formulas_are_neutralised_and_read_back() {
     let out = class.cmd(&fake).arg("update").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fake.count("PATCH").await, 0);
-    let out = bare(class.dir.path())
-        .args(["export-keys", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        json(&out)
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["name"] == json!(evil))
-    );
+    assert!(class.exported().iter().any(|r| r["name"] == json!(evil)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,16 +351,7 @@ async fn kill_9_at_any_instant_then_the_same_command_leaves_one_key_each() {
         let class = Class::new(&roster(40));
         class.cmd(&fake).arg("init-db").assert().success();
         fake.state.lock().unwrap().delay = Some(Duration::from_millis(15));
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("classkeys"))
-            .env_clear()
-            .current_dir(class.dir.path())
-            .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
-            .env("OPENROUTER_BASE_URL", fake.url())
-            .args(["--jobs", "4", "provision"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = class.spawn(&fake, &["--jobs", "4", "provision"]);
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         child.kill().unwrap(); // SIGKILL
         let _ = child.wait();
