@@ -16,6 +16,13 @@ async fn provision_250_students_across_three_pages_then_rerun_creates_nothing() 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fake.keys().len(), 250);
     assert_eq!(fake.count("POST").await, 250);
+    // The account is listed once, up front: what the creates answered is not fetched again.
+    assert_eq!(
+        fake.count("GET").await,
+        2,
+        "one page of an empty account, and the credits"
+    );
+    assert_eq!(fake.count("PATCH").await + fake.count("DELETE").await, 0);
     // Every key has its secret in keys.db and in the api_keys file.
     assert_eq!(
         class.count("SELECT COUNT(*) FROM key WHERE api_key LIKE 'sk-or-v1-%'"),
@@ -143,8 +150,11 @@ async fn update_sends_unlimited_as_null_and_zero_as_zero() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fake.count("PATCH").await, 0);
+    let gets = fake.count("GET").await;
     let out = class.cmd(&fake).arg("update").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // One listing up front; limits.csv and the snapshot come from the PATCH answers.
+    assert_eq!(fake.count("GET").await, gets + 1);
     let patches: Vec<String> = fake
         .requests()
         .await
