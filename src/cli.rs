@@ -70,9 +70,15 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create keys.db (owner-only), or upgrade an older one
-    #[command(after_help = "Example:\n  classkeys init-db")]
-    InitDb(DbArgs),
+    /// Create keys.db (owner-only), or upgrade an older one; set the class's tag
+    #[command(
+        long_about = "Create keys.db (owner-only), or upgrade an older one (also a Python tool's). \
+--class TAG names the class's new keys TAG_YYYYMMDD_<name>, so that several classes can share one account: \
+a tagged class never takes another's keys for its own. A tag may be set on an existing class; its older keys \
+keep their names.",
+        after_help = "Example:\n  classkeys init-db\n  classkeys init-db --class CS101-A"
+    )]
+    InitDb(InitArgs),
 
     /// Fetch every key, match keys to the roster, record usage, write a snapshot
     #[command(
@@ -112,8 +118,13 @@ and api_keys_YYYYMMDD_HHMMSS.csv (owner-only); limits.csv and a snapshot are rew
     )]
     Report(ReportArgs),
 
-    /// Re-issue students' keys: new key (same name, limit, reset, expiry), then delete the old one
-    #[command(after_help = "Example:\n  classkeys rotate --email ada@uni.edu")]
+    /// Re-issue students' keys: a new key in the old one's state, then the old one deleted
+    #[command(
+        long_about = "Re-issue students' keys (lost or leaked): a new key with the same name, reset, expiry and \
+disabled state, whose limit is what the student had left (old limit minus old usage; a limit with a reset \
+stays the same; --fresh-limit gives the full limit). Its secret is saved before the old key is deleted.",
+        after_help = "Example:\n  classkeys rotate --email ada@uni.edu\n  classkeys rotate --email ada@uni.edu --fresh-limit"
+    )]
     Rotate(RotateArgs),
 
     /// Delete students' keys from the account (they stay in keys.db, marked deleted)
@@ -129,6 +140,31 @@ and api_keys_YYYYMMDD_HHMMSS.csv (owner-only); limits.csv and a snapshot are rew
     /// Enable students' keys again
     #[command(after_help = "Example:\n  classkeys enable --all --yes")]
     Enable(SelectArgs),
+
+    /// Adopt keys the class lost track of (a lost keys.db), by their names
+    #[command(
+        long_about = "Adopt keys of the account that keys.db does not know, whose name is [TAG_]YYYYMMDD_<name> \
+of exactly one roster student without a key: the explicit recovery when keys.db was lost. Lists what it \
+adopted and what it left alone; sends no request that changes the account.",
+        after_help = "Example:\n  classkeys adopt --by-name --dry-run\n  classkeys adopt --by-name"
+    )]
+    Adopt(AdoptArgs),
+
+    /// Move a student (their keys and history) to a new email
+    #[command(
+        long_about = "Move a student to a new email in keys.db, roster.csv and limits.csv: their keys, targets \
+and history go with them (a changelog row says so). The keys keep their names; nothing is sent to the account.",
+        after_help = "Example:\n  classkeys change-email --email ada@uni.edu --to ada.lovelace@uni.edu"
+    )]
+    ChangeEmail(ChangeEmailArgs),
+
+    /// Take a student off the class: disable (or delete) their keys, remove their roster row
+    #[command(
+        long_about = "Disable the student's keys (or delete them with --delete), remove their row from roster.csv \
+and limits.csv, and keep their history in keys.db. A dropped student is never added back by `check`.",
+        after_help = "Example:\n  classkeys drop-student --email bob@uni.edu --yes\n  classkeys drop-student --email bob@uni.edu --delete --yes"
+    )]
+    DropStudent(DropArgs),
 
     /// Read secrets from api_keys_*.csv files (the Python tool's or classkeys') into keys.db
     #[command(after_help = "Example:\n  classkeys import-keys api_keys_*.csv")]
@@ -150,6 +186,15 @@ and api_keys_YYYYMMDD_HHMMSS.csv (owner-only); limits.csv and a snapshot are rew
         after_help = "Example:\n  classkeys completions bash > ~/.local/share/bash-completion/completions/classkeys"
     )]
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Tag the class's new keys TAG_YYYYMMDD_<name> (letters, digits, `-`)
+    #[arg(long = "class", value_name = "TAG")]
+    pub class: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -267,6 +312,9 @@ pub struct RotateArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub limits: LimitsArgs,
+    /// Give the new key its full limit (by default it keeps what the student had left)
+    #[arg(long)]
+    pub fresh_limit: bool,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -297,6 +345,58 @@ pub struct SelectArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub limits: LimitsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// Match unknown keys to roster students by the name in the key's name
+    #[arg(long, required = true)]
+    pub by_name: bool,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Print what would be adopted and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeEmailArgs {
+    /// The student's email now
+    #[arg(long, value_name = "OLD")]
+    pub email: String,
+    /// The student's new email
+    #[arg(long, value_name = "NEW")]
+    pub to: String,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DropArgs {
+    /// The student to take off the class
+    #[arg(long, value_name = "EMAIL")]
+    pub email: String,
+    /// Delete the keys instead of disabling them (cannot be undone)
+    #[arg(long)]
+    pub delete: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,9 +3,11 @@
 //! Data flows one way in every command: read inputs -> fetch the account -> pure plan
 //! (`reconcile`) -> apply through the API client -> record in keys.db -> write files -> print.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod domain;
 pub mod error;
 pub mod fault;
 pub mod files;
@@ -22,7 +24,12 @@ use context::Ctx;
 pub use error::Exit;
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let mut ctx = Ctx::new(cli.global)?;
+    let mut global = cli.global;
+    // `classkeys sandbox …` names the sandbox itself: it never needs --sandbox.
+    if matches!(cli.command, Command::Sandbox(_)) {
+        global.sandbox = true;
+    }
+    let mut ctx = Ctx::new(global)?;
     match cli.command {
         Command::InitDb(a) => commands::init_db::run(&mut ctx, a),
         Command::Check(a) => commands::check::run(&mut ctx, a),
@@ -37,6 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             commands::toggle::run(&mut ctx, a, commands::toggle::Action::Disable)
         }
         Command::Enable(a) => commands::toggle::run(&mut ctx, a, commands::toggle::Action::Enable),
+        Command::Adopt(a) => commands::adopt::run(&mut ctx, a),
+        Command::ChangeEmail(a) => commands::change_email::run(&mut ctx, a),
+        Command::DropStudent(a) => commands::drop_student::run(&mut ctx, a),
         Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
         Command::Demo(a) => commands::demo::run(&mut ctx, a),
         Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),

@@ -1,18 +1,21 @@
 //! Pure logic, no I/O: which key belongs to which student, what to create, what to change.
 //!
-//! Matching: a key keys.db has seen goes to the email recorded for it; any other key goes to a
-//! roster student of the same name (the name after `YYYYMMDD_`) who has no key yet, oldest key
-//! first, so two students with one name each get one key. Keys nobody claims are orphans.
+//! A class owns its keys by hash: a key keys.db records as the class's goes to the student
+//! recorded for it, and to nobody else. A key keys.db does not know is never given to a
+//! student by its name alone: in an untagged class it becomes a FIXME row (once: a row the
+//! instructor deletes is dismissed for good); in a tagged class only `TAG_…` keys can be the
+//! class's, and one named for exactly one roster student without a key is adopted for them.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::domain::{IntentAction, Naming, Owner, dated_name};
 use crate::files::limits::{LimitsFile, LimitsRow};
 use crate::files::roster::Student;
 use crate::files::{email_key, is_placeholder, money_cell, reset_cell};
 use crate::openrouter::{Credits, Key, Patch};
-use crate::store::{Attempt, Change, KnownKey};
+use crate::store::{Change, Intent, KnownKey};
 
 /// A roster row and the keys that are its.
 #[derive(Debug)]
@@ -28,42 +31,105 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// A key of the account no roster row claims.
+/// A key with the email and name it is shown under, outside the roster's students.
 #[derive(Debug)]
 pub struct Orphan<'a> {
     pub key: &'a Key,
-    /// The email keys.db knows for it, or a `first.last@FIXME.edu` placeholder.
     pub email: String,
     pub name: String,
 }
 
+/// Why a key became the class's in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// The instructor wrote the student's email into the key's FIXME row.
+    FixmeCorrected,
+    /// A `TAG_YYYYMMDD_<name>` key of a tagged class, for the one student of that name.
+    TagName,
+}
+
 #[derive(Debug)]
+pub struct Adopted<'a> {
+    pub key: &'a Key,
+    pub email: String,
+    pub name: String,
+    pub why: Adoption,
+}
+
+/// A roster email without a key whose name is that of a student who left the roster with a
+/// live key: most likely the same student under a corrected email.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renamed {
+    pub new_email: String,
+    pub old_email: String,
+    pub name: String,
+}
+
+/// What keys.db knows, as matching needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger<'a> {
+    pub keys: &'a [KnownKey],
+    /// Names keys.db knows for emails (lower-cased email -> name).
+    pub names: &'a HashMap<String, String>,
+    /// Emails keys.db has recorded as students (lower-cased).
+    pub students: &'a HashSet<String>,
+    /// Students dropped with `drop-student` (lower-cased).
+    pub dropped: &'a HashSet<String>,
+}
+
+#[derive(Debug, Default)]
 pub struct ClassView<'a> {
+    /// Every roster row, FIXME rows included, with its keys.
     pub entries: Vec<Entry<'a>>,
+    /// Unknown keys that may be the class's: FIXME rows to add (`check` adds them).
     pub orphans: Vec<Orphan<'a>>,
+    /// The class's keys whose student is not on the roster (dropped, or an email changed by hand).
+    pub off_roster: Vec<Orphan<'a>>,
+    /// Keys that became the class's in this run (already placed in `entries`).
+    pub adopted: Vec<Adopted<'a>>,
+    /// FIXME keys whose row the instructor deleted.
+    pub dismissed: Vec<&'a Key>,
     /// Keys that may be leftovers of an interrupted create: claimed by nobody until settled.
     pub suspects: Vec<&'a Key>,
+    /// Roster students who look like a student whose email changed.
+    pub renamed: Vec<Renamed>,
+    /// Keys of the account that are not the class's (other classes, the instructor's own,
+    /// FIXME rows, dismissed ones).
+    pub not_ours: usize,
 }
 
 impl<'a> ClassView<'a> {
-    /// Every (email, name, key) of the class, roster order, then orphans.
+    /// Every (email, name, key) of the class's students, roster order: the class's figures.
     pub fn rows(&self) -> Vec<(&str, &str, &'a Key)> {
-        let mut out: Vec<(&str, &str, &'a Key)> = Vec::new();
-        for e in &self.entries {
-            for k in &e.keys {
-                out.push((e.student.email.as_str(), e.student.name.as_str(), *k));
-            }
-        }
-        for o in &self.orphans {
-            out.push((o.email.as_str(), o.name.as_str(), o.key));
-        }
-        out
+        self.entries
+            .iter()
+            .filter(|e| !e.student.is_placeholder())
+            .flat_map(|e| {
+                e.keys
+                    .iter()
+                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), *k))
+            })
+            .collect()
     }
 
-    /// Each roster row that has a key, with that key: the rows of limits.csv.
+    /// FIXME rows with their keys: listed apart, never counted.
+    pub fn fixme_rows(&self) -> Vec<(&str, &str, &'a Key)> {
+        self.entries
+            .iter()
+            .filter(|e| e.student.is_placeholder())
+            .flat_map(|e| {
+                e.keys
+                    .iter()
+                    .map(|k| (e.student.email.as_str(), e.student.name.as_str(), *k))
+            })
+            .collect()
+    }
+
+    /// Each student of the roster that has a key, with that key: the rows of limits.csv.
     pub fn with_keys(&self) -> Vec<(&str, &str, &'a Key)> {
         self.entries
             .iter()
+            .filter(|e| !e.student.is_placeholder())
             .filter_map(|e| {
                 e.key()
                     .map(|k| (e.student.email.as_str(), e.student.name.as_str(), k))
@@ -86,28 +152,49 @@ impl<'a> ClassView<'a> {
             .iter()
             .find(|e| email_key(&e.student.email) == k)
     }
-}
 
-/// The student name a key name carries: `20250907_Alice Smith` -> `Alice Smith`.
-pub fn student_name(key_name: &str) -> &str {
-    let b = key_name.as_bytes();
-    if b.len() > 9 && b[..8].iter().all(u8::is_ascii_digit) && b[8] == b'_' {
-        &key_name[9..]
-    } else {
-        key_name
+    pub fn renamed_for(&self, email: &str) -> Option<&Renamed> {
+        let k = email_key(email);
+        self.renamed.iter().find(|r| email_key(&r.new_email) == k)
     }
 }
 
-pub fn key_name(date: &str, student: &str) -> String {
-    format!("{date}_{student}")
+/// The student name a key name carries: `20250907_Alice Smith` -> `Alice Smith`, also after a
+/// class tag (`CS101_20250907_Alice Smith`).
+pub fn student_name(key_name: &str) -> &str {
+    if let Some(n) = dated_name(key_name) {
+        return n;
+    }
+    if let Some((tag, rest)) = key_name.split_once('_')
+        && !tag.is_empty()
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && let Some(n) = dated_name(rest)
+    {
+        return n;
+    }
+    key_name
+}
+
+/// A key's name made fit for a roster row: one line, no control characters, not empty, not huge.
+pub fn roster_name(key_name: &str, hash: &str) -> String {
+    let one_line: String = student_name(key_name)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let words: Vec<&str> = one_line.split_whitespace().collect();
+    let mut name: String = words.join(" ").chars().take(200).collect();
+    if name.trim().is_empty() {
+        name = format!("key {}", hash.get(..8).unwrap_or(hash));
+    }
+    name
 }
 
 pub fn match_keys<'a>(
     roster: &'a [Student],
-    known: &[KnownKey],
-    known_names: &HashMap<String, String>,
+    ledger: &Ledger,
     account: &'a [Key],
     suspects: &HashSet<&str>,
+    naming: &Naming,
 ) -> ClassView<'a> {
     let by_email: HashMap<String, usize> = roster
         .iter()
@@ -116,65 +203,136 @@ pub fn match_keys<'a>(
         .collect();
     let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in roster.iter().enumerate() {
-        by_name.entry(s.name.as_str()).or_default().push(i);
+        if !s.is_placeholder() {
+            by_name.entry(s.name.as_str()).or_default().push(i);
+        }
     }
-    let known: HashMap<&str, &KnownKey> = known.iter().map(|k| (k.hash.as_str(), k)).collect();
+    let known: HashMap<&str, &KnownKey> =
+        ledger.keys.iter().map(|k| (k.hash.as_str(), k)).collect();
+    let mut view = ClassView::default();
     let mut keys_of: Vec<Vec<&'a Key>> = vec![Vec::new(); roster.len()];
-    let mut orphans = Vec::new();
-    let mut suspect_keys = Vec::new();
-    let mut unclaimed = Vec::new();
+    let mut fixme_left: Vec<(&'a Key, &str)> = Vec::new();
+    let mut unknown: Vec<&'a Key> = Vec::new();
 
     for key in account {
         if suspects.contains(key.hash.as_str()) {
-            suspect_keys.push(key);
+            view.suspects.push(key);
             continue;
         }
-        match known.get(key.hash.as_str()).filter(|k| !k.email.is_empty()) {
-            Some(k) => match by_email.get(&email_key(&k.email)) {
-                Some(&i) => keys_of[i].push(key),
-                // A FIXME placeholder the instructor has since corrected in the roster: match by name.
-                None if is_placeholder(&k.email) => unclaimed.push((key, Some(k.email.as_str()))),
-                None => {
-                    let name = known_names
-                        .get(&email_key(&k.email))
-                        .filter(|n| !n.is_empty())
-                        .cloned()
-                        .unwrap_or_else(|| student_name(&key.name).to_string());
-                    orphans.push(Orphan {
-                        key,
-                        email: k.email.clone(),
-                        name,
-                    });
+        match known.get(key.hash.as_str()) {
+            Some(k) if k.owner == Owner::Class && !k.email.is_empty() => {
+                match by_email.get(&email_key(&k.email)) {
+                    Some(&i) => keys_of[i].push(key),
+                    None => {
+                        let name = ledger
+                            .names
+                            .get(&email_key(&k.email))
+                            .filter(|n| !n.is_empty())
+                            .cloned()
+                            .unwrap_or_else(|| roster_name(&key.name, &key.hash));
+                        view.off_roster.push(Orphan {
+                            key,
+                            email: k.email.clone(),
+                            name,
+                        });
+                    }
                 }
+            }
+            Some(k) if k.owner == Owner::Fixme => match by_email.get(&email_key(&k.email)) {
+                Some(&i) => {
+                    keys_of[i].push(key);
+                    view.not_ours += 1;
+                }
+                None => fixme_left.push((key, k.email.as_str())),
             },
-            None => unclaimed.push((key, None)),
+            Some(k) if k.owner == Owner::Dismissed => view.not_ours += 1,
+            _ => unknown.push(key),
         }
     }
     // Oldest first, so that re-runs give the same answer.
-    unclaimed.sort_by(|(a, _), (b, _)| (a.created(), &a.hash).cmp(&(b.created(), &b.hash)));
-    let mut taken: HashSet<String> = roster.iter().map(|s| email_key(&s.email)).collect();
-    taken.extend(orphans.iter().map(|o| email_key(&o.email)));
-    for (key, placeholder) in unclaimed {
-        let name = student_name(&key.name);
-        let free = by_name
-            .get(name)
-            .and_then(|c| c.iter().copied().find(|i| keys_of[*i].is_empty()));
-        match free {
-            Some(i) => keys_of[i].push(key),
-            None => {
-                let email = match placeholder {
-                    Some(p) if taken.insert(email_key(p)) => p.to_string(),
-                    _ => placeholder_email(name, &key.hash, &mut taken),
-                };
-                orphans.push(Orphan {
+    let oldest = |a: &&Key, b: &&Key| (a.created(), &a.hash).cmp(&(b.created(), &b.hash));
+    fixme_left.sort_by(|(a, _), (b, _)| oldest(a, b));
+    unknown.sort_by(oldest);
+    // The one roster student of this name who has no key yet and (for a corrected FIXME row)
+    // whom keys.db has never seen: a new email the instructor just wrote in.
+    let free = |name: &str, keys_of: &[Vec<&Key>], new_only: bool| -> Option<usize> {
+        let c: Vec<usize> = by_name
+            .get(name)?
+            .iter()
+            .copied()
+            .filter(|i| keys_of[*i].is_empty())
+            .filter(|i| !new_only || !ledger.students.contains(&email_key(&roster[*i].email)))
+            .collect();
+        (c.len() == 1).then(|| c[0])
+    };
+    for (key, placeholder) in fixme_left {
+        let name = ledger
+            .names
+            .get(&email_key(placeholder))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| roster_name(&key.name, &key.hash));
+        match free(&name, &keys_of, true) {
+            Some(i) => {
+                keys_of[i].push(key);
+                view.adopted.push(Adopted {
                     key,
-                    email,
-                    name: name.to_string(),
+                    email: roster[i].email.clone(),
+                    name: roster[i].name.clone(),
+                    why: Adoption::FixmeCorrected,
                 });
+            }
+            None => {
+                view.dismissed.push(key);
+                view.not_ours += 1;
             }
         }
     }
-    let entries = roster
+    let mut taken: HashSet<String> = roster.iter().map(|s| email_key(&s.email)).collect();
+    taken.extend(view.off_roster.iter().map(|o| email_key(&o.email)));
+    for key in unknown {
+        if !naming.may_be_ours(&key.name) {
+            view.not_ours += 1;
+            continue;
+        }
+        if naming.tag.is_some()
+            && let Some(name) = naming.student_of(&key.name)
+            && let Some(i) = free(name, &keys_of, false)
+        {
+            keys_of[i].push(key);
+            view.adopted.push(Adopted {
+                key,
+                email: roster[i].email.clone(),
+                name: roster[i].name.clone(),
+                why: Adoption::TagName,
+            });
+            continue;
+        }
+        let name = roster_name(&key.name, &key.hash);
+        let email = placeholder_email(&name, &key.hash, &mut taken);
+        view.not_ours += 1;
+        view.orphans.push(Orphan { key, email, name });
+    }
+    // A keyless student named like a student who left the roster with a live key.
+    let mut gone_by_name: HashMap<&str, &Orphan> = HashMap::new();
+    for o in &view.off_roster {
+        if !ledger.dropped.contains(&email_key(&o.email)) && !o.key.disabled {
+            gone_by_name.entry(o.name.as_str()).or_insert(o);
+        }
+    }
+    for (i, s) in roster.iter().enumerate() {
+        if keys_of[i].is_empty()
+            && !s.is_placeholder()
+            && let Some(o) = gone_by_name.get(s.name.as_str())
+        {
+            view.renamed.push(Renamed {
+                new_email: s.email.clone(),
+                old_email: o.email.clone(),
+                name: s.name.clone(),
+            });
+        }
+    }
+    view.entries = roster
         .iter()
         .zip(keys_of)
         .map(|(student, mut keys)| {
@@ -186,11 +344,7 @@ pub fn match_keys<'a>(
             Entry { student, keys }
         })
         .collect();
-    ClassView {
-        entries,
-        orphans,
-        suspects: suspect_keys,
-    }
+    view
 }
 
 /// `Ada Lovelace` -> `ada.lovelace@FIXME.edu`, made unique against `taken`.
@@ -200,11 +354,12 @@ pub fn placeholder_email(name: &str, hash: &str, taken: &mut HashSet<String>) ->
         .filter(|w| !w.is_empty())
         .map(|w| w.to_lowercase())
         .collect();
-    let stem = if words.is_empty() {
+    let mut stem = if words.is_empty() {
         format!("key.{}", hash.get(..8).unwrap_or(hash))
     } else {
         words.join(".")
     };
+    stem = stem.chars().take(60).collect();
     let mut email = format!("{stem}@FIXME.edu");
     let mut n = 2;
     while !taken.insert(email_key(&email)) {
@@ -214,25 +369,33 @@ pub fn placeholder_email(name: &str, hash: &str, taken: &mut HashSet<String>) ->
     email
 }
 
-/// How far before an attempt's recorded start a key may have been created (clock skew).
+/// How far before a legacy attempt's recorded start a key may have been created (clock skew).
+/// Creates journaled since schema 4 do not depend on any clock.
 const SKEW: i64 = 120;
 
-/// Keys that an unsettled create may have made: same name, created after the attempt, a hash
-/// keys.db does not know. Returns, per attempt, the keys to delete.
+/// Keys that an unsettled create may have made: the same name, a hash keys.db does not know,
+/// and not among the keys of that name the account had when the create was sent. Returns, per
+/// open create, the keys to delete.
 pub fn leftovers<'a>(
-    attempts: &[Attempt],
+    intents: &[Intent],
     account: &'a [Key],
     known: &[KnownKey],
 ) -> Vec<(i64, Vec<&'a Key>)> {
     let known: HashSet<&str> = known.iter().map(|k| k.hash.as_str()).collect();
-    attempts
+    intents
         .iter()
+        .filter(|i| i.action == IntentAction::Create)
         .map(|a| {
-            let since = a.started_at - Duration::seconds(SKEW);
             let keys = account
                 .iter()
                 .filter(|k| k.name == a.key_name && !known.contains(k.hash.as_str()))
-                .filter(|k| k.created().is_none_or(|c| c >= since))
+                .filter(|k| match &a.before {
+                    Some(before) => !before.contains(&k.hash),
+                    None => {
+                        let since = a.started_at - Duration::seconds(SKEW);
+                        k.created().is_none_or(|c| c >= since)
+                    }
+                })
                 .collect();
             (a.id, keys)
         })
@@ -282,23 +445,25 @@ pub fn plan_updates<'a>(
         .map(|(e, _, k)| (k.hash.as_str(), (*e, *k)))
         .collect();
     let by_email: HashMap<String, (String, &'a Key)> = view
-        .entries
-        .iter()
-        .filter_map(|e| {
-            e.key()
-                .map(|k| (email_key(&e.student.email), (e.student.email.clone(), k)))
-        })
-        .chain(
-            view.orphans
-                .iter()
-                .map(|o| (email_key(&o.email), (o.email.clone(), o.key))),
-        )
+        .with_keys()
+        .into_iter()
+        .map(|(e, _, k)| (email_key(e), (e.to_string(), k)))
         .collect();
     let mut planned = Vec::new();
     let mut skipped = Vec::new();
     for row in &limits.rows {
+        if is_placeholder(&row.email) {
+            skipped.push(Skipped {
+                email: row.email.clone(),
+                line: row.line,
+                why: "a FIXME row is not a student of the class: write the student's email into roster.csv to adopt its key".into(),
+            });
+            continue;
+        }
+        // A row's hash counts only if it is the key of that row's student.
         let found = by_hash
             .get(row.hash.as_str())
+            .filter(|(e, _)| email_key(e) == email_key(&row.email))
             .map(|(e, k)| (e.to_string(), *k))
             .or_else(|| by_email.get(&email_key(&row.email)).cloned());
         let Some((email, key)) = found else {
@@ -447,8 +612,53 @@ mod tests {
         }
     }
 
+    fn known_as(hash: &str, email: &str, owner: Owner) -> KnownKey {
+        KnownKey {
+            owner,
+            ..known(hash, email)
+        }
+    }
+
+    struct Books {
+        keys: Vec<KnownKey>,
+        names: HashMap<String, String>,
+        students: HashSet<String>,
+        dropped: HashSet<String>,
+    }
+
+    impl Books {
+        fn new(keys: Vec<KnownKey>) -> Books {
+            Books {
+                keys,
+                names: HashMap::new(),
+                students: HashSet::new(),
+                dropped: HashSet::new(),
+            }
+        }
+        fn view<'a>(
+            &self,
+            roster: &'a [Student],
+            account: &'a [Key],
+            naming: &Naming,
+        ) -> ClassView<'a> {
+            let ledger = Ledger {
+                keys: &self.keys,
+                names: &self.names,
+                students: &self.students,
+                dropped: &self.dropped,
+            };
+            match_keys(roster, &ledger, account, &HashSet::new(), naming)
+        }
+    }
+
+    fn tagged(tag: &str) -> Naming {
+        Naming {
+            tag: Some(crate::domain::Tag::parse(tag).unwrap()),
+        }
+    }
+
     #[test]
-    fn hash_first_then_name_and_same_names_get_one_key_each() {
+    fn keys_go_by_hash_only_and_a_same_name_key_of_another_class_is_not_taken() {
         let roster = vec![
             student("a1@u.edu", "Alex Kim"),
             student("a2@u.edu", "Alex Kim"),
@@ -457,65 +667,122 @@ mod tests {
         let account = vec![
             key("h2", "20250101_Alex Kim", "2025-01-01T10:00:02Z"),
             key("h1", "20250101_Alex Kim", "2025-01-01T10:00:01Z"),
+            // Another class's Bo, on the same account.
             key("h3", "20250101_Bo", "2025-01-01T10:00:03Z"),
         ];
-        // keys.db knows h2 belongs to the second Alex.
-        let view = match_keys(
-            &roster,
-            &[known("h2", "a2@u.edu")],
-            &HashMap::new(),
-            &account,
-            &HashSet::new(),
-        );
+        let books = Books::new(vec![known("h2", "a2@u.edu"), known("h1", "a1@u.edu")]);
+        let view = books.view(&roster, &account, &Naming::default());
         assert_eq!(view.entries[0].key().unwrap().hash, "h1");
         assert_eq!(view.entries[1].key().unwrap().hash, "h2");
-        assert_eq!(view.entries[2].key().unwrap().hash, "h3");
+        assert!(
+            view.entries[2].keys.is_empty(),
+            "Bo does not get the other class's key"
+        );
+        assert_eq!(view.keyless().len(), 1);
+        assert_eq!(view.orphans.len(), 1);
+        assert_eq!(view.orphans[0].email, "bo@FIXME.edu");
+        assert_eq!(view.rows().len(), 2, "only the class's keys are counted");
+        assert_eq!(view.not_ours, 1);
+        // A tagged class does not even list it.
+        let view = books.view(&roster, &account, &tagged("CS1"));
         assert!(view.orphans.is_empty());
-        assert!(view.keyless().is_empty());
+        assert_eq!(view.not_ours, 1);
     }
 
     #[test]
-    fn unknown_keys_become_placeholders_and_known_emails_are_kept() {
+    fn unknown_keys_become_placeholders_and_off_roster_keys_stay_apart() {
         let roster = vec![student("a@u.edu", "Ada")];
         let account = vec![
             key("h1", "20250101_Barbara Liskov", "2025-01-01T10:00:00Z"),
             key("h2", "My Production Key", "2025-01-01T10:00:00Z"),
             key("h3", "20250101_Grace", "2025-01-01T10:00:00Z"),
             key("h4", "20250102_Barbara Liskov", "2025-01-02T10:00:00Z"),
+            key("h5", "line\nbreak\r\u{1b}[2J", "2025-01-02T10:00:00Z"),
+            key("h6", "", "2025-01-02T10:00:00Z"),
         ];
-        let names = HashMap::from([("grace@u.edu".to_string(), "Grace Hopper".to_string())]);
-        let view = match_keys(
-            &roster,
-            &[known("h3", "grace@u.edu")],
-            &names,
-            &account,
-            &HashSet::new(),
-        );
+        let mut books = Books::new(vec![known("h3", "grace@u.edu")]);
+        books
+            .names
+            .insert("grace@u.edu".to_string(), "Grace Hopper".to_string());
+        let view = books.view(&roster, &account, &Naming::default());
         let emails: Vec<_> = view
             .orphans
             .iter()
             .map(|o| (o.email.as_str(), o.name.as_str()))
             .collect();
-        assert!(emails.contains(&("grace@u.edu", "Grace Hopper")));
         assert!(emails.contains(&("barbara.liskov@FIXME.edu", "Barbara Liskov")));
         assert!(emails.contains(&("barbara.liskov.2@FIXME.edu", "Barbara Liskov")));
         assert!(emails.contains(&("my.production.key@FIXME.edu", "My Production Key")));
+        assert!(emails.contains(&("line.break.2j@FIXME.edu", "line break [2J")));
+        assert!(emails.contains(&("key.h6@FIXME.edu", "key h6")));
+        assert_eq!(view.off_roster.len(), 1);
+        assert_eq!(view.off_roster[0].email, "grace@u.edu");
+        assert_eq!(view.off_roster[0].name, "Grace Hopper");
         assert_eq!(view.keyless().len(), 1);
     }
 
     #[test]
-    fn a_corrected_placeholder_email_keeps_its_key() {
+    fn a_corrected_fixme_row_adopts_and_a_deleted_one_dismisses() {
         let account = vec![key("h1", "20250101_Barbara Liskov", "2025-01-01T10:00:00Z")];
-        let known = [known("h1", "barbara.liskov@FIXME.edu")];
-        // The roster row was corrected: the key goes to it by name.
+        let books = Books::new(vec![known_as(
+            "h1",
+            "barbara.liskov@FIXME.edu",
+            Owner::Fixme,
+        )]);
+        // Still a FIXME row: listed apart, not counted.
+        let roster = vec![student("barbara.liskov@FIXME.edu", "Barbara Liskov")];
+        let view = books.view(&roster, &account, &Naming::default());
+        assert_eq!(view.fixme_rows().len(), 1);
+        assert!(view.rows().is_empty());
+        // The row was given her email: the key is hers.
         let roster = vec![student("barbara@uni.edu", "Barbara Liskov")];
-        let view = match_keys(&roster, &known, &HashMap::new(), &account, &HashSet::new());
+        let view = books.view(&roster, &account, &Naming::default());
         assert_eq!(view.entries[0].key().unwrap().hash, "h1");
-        assert!(view.orphans.is_empty() && view.keyless().is_empty());
-        // The row was deleted: the key stays an orphan under the placeholder it had.
-        let roster = vec![student("ada@uni.edu", "Ada")];
-        let view = match_keys(&roster, &known, &HashMap::new(), &account, &HashSet::new());
-        assert_eq!(view.orphans[0].email, "barbara.liskov@FIXME.edu");
+        assert_eq!(view.adopted.len(), 1);
+        assert_eq!(view.adopted[0].why, Adoption::FixmeCorrected);
+        // The row was deleted (a student of that name keys.db already knew is no correction).
+        let mut books = books;
+        books.students.insert("barbara@uni.edu".into());
+        let view = books.view(&roster, &account, &Naming::default());
+        assert!(view.entries[0].keys.is_empty());
+        assert_eq!(view.dismissed.len(), 1);
+        assert!(view.orphans.is_empty());
+        // Dismissed: never listed again.
+        let books = Books::new(vec![known_as(
+            "h1",
+            "barbara.liskov@FIXME.edu",
+            Owner::Dismissed,
+        )]);
+        let view = books.view(&roster, &account, &Naming::default());
+        assert!(view.orphans.is_empty() && view.dismissed.is_empty());
+        assert_eq!(view.not_ours, 1);
+    }
+
+    #[test]
+    fn a_tagged_class_adopts_its_own_names_for_exactly_one_student() {
+        let roster = vec![
+            student("a@u.edu", "Ada"),
+            student("k1@u.edu", "Kim"),
+            student("k2@u.edu", "Kim"),
+        ];
+        let account = vec![
+            key("h1", "CS1_20250101_Ada", "2025-01-01T10:00:00Z"),
+            key("h2", "CS1_20250101_Kim", "2025-01-01T10:00:00Z"),
+            key("h3", "CS2_20250101_Ada", "2025-01-01T10:00:00Z"),
+            key("h4", "20250101_Ada", "2025-01-01T10:00:00Z"),
+        ];
+        let view = Books::new(vec![]).view(&roster, &account, &tagged("CS1"));
+        assert_eq!(view.entries[0].key().unwrap().hash, "h1");
+        assert_eq!(view.adopted.len(), 1);
+        assert_eq!(view.adopted[0].why, Adoption::TagName);
+        // Two Kims: a FIXME row, not a guess.
+        assert_eq!(view.orphans.len(), 1);
+        assert_eq!(view.orphans[0].key.hash, "h2");
+        assert_eq!(view.not_ours, 3);
+        // Untagged, the same account gives nobody a key by name.
+        let view = Books::new(vec![]).view(&roster, &account, &Naming::default());
+        assert!(view.adopted.is_empty());
+        assert_eq!(view.keyless().len(), 3);
     }
 
     #[test]
@@ -528,44 +795,91 @@ mod tests {
         let mut k = key("h1", "20250101_Ada", "2025-01-01T10:00:00Z");
         k.disabled = true;
         let account = vec![k];
-        let view = match_keys(&roster, &[], &HashMap::new(), &account, &HashSet::new());
+        let view =
+            Books::new(vec![known("h1", "a@u.edu")]).view(&roster, &account, &Naming::default());
         let keyless: Vec<_> = view.keyless().iter().map(|s| s.email.clone()).collect();
         assert_eq!(keyless, vec!["b@u.edu"]);
+    }
+
+    #[test]
+    fn a_new_email_with_the_name_of_a_student_who_left_is_flagged() {
+        let account = vec![key("h1", "20250101_Ada Lovelace", "2025-01-01T10:00:00Z")];
+        let mut books = Books::new(vec![known("h1", "ada@uni.edu")]);
+        books
+            .names
+            .insert("ada@uni.edu".into(), "Ada Lovelace".into());
+        let roster = vec![student("ada.l@uni.edu", "Ada Lovelace")];
+        let view = books.view(&roster, &account, &Naming::default());
+        assert_eq!(view.renamed.len(), 1);
+        assert_eq!(view.renamed[0].old_email, "ada@uni.edu");
+        assert!(view.renamed_for("ada.l@uni.edu").is_some());
+        // Dropped on purpose: no hint.
+        books.dropped.insert("ada@uni.edu".into());
+        let view = books.view(&roster, &account, &Naming::default());
+        assert!(view.renamed.is_empty());
     }
 
     #[test]
     fn suspects_are_claimed_by_nobody() {
         let roster = vec![student("a@u.edu", "Ada")];
         let account = vec![key("h1", "20250101_Ada", "2025-01-01T10:00:00Z")];
+        let (names, students, dropped) = (HashMap::new(), HashSet::new(), HashSet::new());
+        let ledger = Ledger {
+            keys: &[],
+            names: &names,
+            students: &students,
+            dropped: &dropped,
+        };
         let view = match_keys(
             &roster,
-            &[],
-            &HashMap::new(),
+            &ledger,
             &account,
             &HashSet::from(["h1"]),
+            &Naming::default(),
         );
         assert_eq!(view.suspects.len(), 1);
         assert_eq!(view.keyless().len(), 1);
         assert!(view.orphans.is_empty());
     }
 
-    #[test]
-    fn leftovers_are_same_name_unknown_and_not_older_than_the_attempt() {
-        let at = "2025-01-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        let attempt = Attempt {
+    fn create_intent(before: Option<Vec<String>>, at: DateTime<Utc>) -> Intent {
+        Intent {
             id: 7,
+            action: IntentAction::Create,
             email: "a@u.edu".into(),
+            hash: None,
             key_name: "20250101_Ada".into(),
+            body: None,
+            prior: None,
+            before,
             started_at: at,
-        };
+        }
+    }
+
+    #[test]
+    fn leftovers_are_same_name_unknown_and_new_since_the_create_whatever_the_clocks() {
         let account = vec![
             key("new", "20250101_Ada", "2025-01-01T10:00:01Z"),
             key("old", "20250101_Ada", "2024-12-01T10:00:00Z"),
             key("known", "20250101_Ada", "2025-01-01T10:00:02Z"),
             key("other", "20250101_Bob", "2025-01-01T10:00:02Z"),
         ];
-        let found = leftovers(&[attempt], &account, &[known("known", "a@u.edu")]);
-        assert_eq!(found.len(), 1);
+        // The local clock an hour ahead of the server's, or behind: the answer is the same.
+        for skew in [-3600, 0, 3600] {
+            let at =
+                "2025-01-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(skew);
+            let intent = create_intent(Some(vec!["old".into()]), at);
+            let found = leftovers(&[intent], &account, &[known("known", "a@u.edu")]);
+            let hashes: Vec<_> = found[0].1.iter().map(|k| k.hash.as_str()).collect();
+            assert_eq!(hashes, vec!["new"], "skew {skew}");
+        }
+        // A create journaled by an older classkeys falls back to the time.
+        let at = "2025-01-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let found = leftovers(
+            &[create_intent(None, at)],
+            &account,
+            &[known("known", "a@u.edu")],
+        );
         let hashes: Vec<_> = found[0].1.iter().map(|k| k.hash.as_str()).collect();
         assert_eq!(hashes, vec!["new"]);
     }
@@ -582,7 +896,12 @@ mod tests {
             key("h2", "20250101_Bob", "2025-01-01T10:00:00Z"),
             key("h3", "20250101_Cy", "2025-01-01T10:00:00Z"),
         ];
-        let view = match_keys(&roster, &[], &HashMap::new(), &account, &HashSet::new());
+        let books = Books::new(vec![
+            known("h1", "a@u.edu"),
+            known("h2", "b@u.edu"),
+            known("h3", "c@u.edu"),
+        ]);
+        let view = books.view(&roster, &account, &Naming::default());
         let row = |email: &str, limit, disabled| LimitsRow {
             email: email.into(),
             target_limit: limit,

@@ -103,3 +103,17 @@ impl Ui {
         bar
     }
 }
+
+/// Text from the account or a file, made safe for a terminal: control characters (escape
+/// sequences, carriage returns, newlines) are shown escaped, never sent raw.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

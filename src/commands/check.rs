@@ -1,22 +1,34 @@
-//! `check`: fetch every key, match keys to the roster, add unknown keys to the roster,
-//! record one usage row per key, write a snapshot, show the class.
+//! `check`: fetch every key, settle the journal, match keys to the roster by hash, add keys
+//! nobody knows to the roster as FIXME rows (once), record one usage row per key of the class,
+//! write a snapshot, show the class.
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::class::{Class, StudentJson, sandbox_tag, student_table};
+use super::class::{Class, StudentJson, open_store, sandbox_tag, student_table};
 use crate::cli::CheckArgs;
 use crate::context::Ctx;
 use crate::error::Exit;
 use crate::files::output::write_snapshot;
+use crate::files::roster::Roster;
 use crate::store::run_time;
 
 #[derive(Serialize)]
 struct Report {
     students: Vec<StudentJson>,
     without_key: Vec<Person>,
+    /// FIXME rows: keys nobody has claimed, listed apart and never counted.
+    fixme: Vec<StudentJson>,
     added_to_roster: Vec<Person>,
+    /// Keys of the class whose student is not on the roster.
+    off_roster: Vec<StudentJson>,
+    /// Roster emails that look like a student whose email changed.
+    renamed: Vec<Renamed>,
+    adopted: Vec<Person>,
+    deleted_outside: Vec<Person>,
     unsettled_keys: Vec<String>,
+    /// Keys of the account that are not the class's.
+    not_class_keys: usize,
     total_usage: f64,
     snapshot: String,
 }
@@ -27,18 +39,46 @@ struct Person {
     name: String,
 }
 
+#[derive(Serialize)]
+struct Renamed {
+    email: String,
+    old_email: String,
+    name: String,
+}
+
 pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
     let at = run_time();
-    let mut class = Class::load(ctx, &args.roster.roster, &args.db.db)?;
+    let store = open_store(&args.db.db)?;
+    let roster = Roster::read(&args.roster.roster)?;
+    let mut class = Class::load(ctx, store, roster, &args.db.db, false)?;
 
-    // Keys nobody knows become roster rows (FIXME placeholders, or the email keys.db knows).
-    let added: Vec<(String, String)> = class
+    // Keys nobody knows become FIXME rows, once: keys.db remembers them from now on.
+    let orphans: Vec<(crate::openrouter::Key, String, String)> = class
         .view()
         .orphans
         .iter()
-        .map(|o| (o.email.clone(), o.name.clone()))
+        .map(|o| (o.key.clone(), o.email.clone(), o.name.clone()))
+        .collect();
+    let added: Vec<(String, String)> = orphans
+        .iter()
+        .map(|(_, e, n)| (e.clone(), n.clone()))
+        .collect();
+    let adopted: Vec<Person> = class
+        .view()
+        .adopted
+        .iter()
+        .map(|a| Person {
+            email: a.email.clone(),
+            name: a.key.name.clone(),
+        })
         .collect();
     class.roster.append(&added)?;
+    for (key, email, name) in &orphans {
+        class
+            .store
+            .set_owner(key, email, name, crate::domain::Owner::Fixme, None)?;
+    }
+    class.refresh_known()?;
     class.record(at)?;
 
     let view = class.view();
@@ -52,21 +92,53 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             name: s.name.clone(),
         })
         .collect();
+    let fixme = view.fixme_rows();
+    let json_of = |rows: &[(&str, &str, &crate::openrouter::Key)]| -> Vec<StudentJson> {
+        rows.iter()
+            .map(|(e, n, k)| StudentJson::new(e, n, k))
+            .collect()
+    };
+    let off_roster: Vec<(&str, &str, &crate::openrouter::Key)> = view
+        .off_roster
+        .iter()
+        .map(|o| (o.email.as_str(), o.name.as_str(), o.key))
+        .collect();
     // A fold from +0.0: `sum()` of no keys is -0.0, shown as "$-0.00".
     let total_usage: f64 = rows.iter().fold(0.0, |t, (_, _, k)| t + k.usage);
+    let renamed: Vec<Renamed> = view
+        .renamed
+        .iter()
+        .map(|r| Renamed {
+            email: r.new_email.clone(),
+            old_email: r.old_email.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
+    let deleted_outside: Vec<Person> = class
+        .settled
+        .gone_outside
+        .iter()
+        .map(|(email, name)| Person {
+            email: email.clone(),
+            name: name.clone(),
+        })
+        .collect();
 
     if ctx.ui.json {
         ctx.ui.json(&Report {
-            students: rows
-                .iter()
-                .map(|(e, n, k)| StudentJson::new(e, n, k))
-                .collect(),
+            students: json_of(&rows),
             without_key,
+            fixme: json_of(&fixme),
             added_to_roster: added
                 .into_iter()
                 .map(|(email, name)| Person { email, name })
                 .collect(),
+            off_roster: json_of(&off_roster),
+            renamed,
+            adopted,
+            deleted_outside,
             unsettled_keys: view.suspects.iter().map(|k| k.hash.clone()).collect(),
+            not_class_keys: view.not_ours,
             total_usage,
             snapshot: snapshot.display().to_string(),
         })?;
@@ -98,15 +170,59 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             names.join(", ")
         ));
     }
+    for r in &renamed {
+        ctx.ui.say(format!(
+            "{} ({}) has no key, and {} left the roster with a live key: if it is the same student, run \
+             `classkeys change-email --email {} --to {}`",
+            r.email, r.name, r.old_email, r.old_email, r.email
+        ));
+    }
+    if !fixme.is_empty() {
+        ctx.ui.say(format!(
+            "{} FIXME row(s) in {}: keys nobody has claimed, not counted above (write a student's email \
+             into a row to adopt its key, or delete the row to dismiss it):",
+            fixme.len(),
+            class.roster.path.display()
+        ));
+        for (email, _, key) in &fixme {
+            ctx.ui
+                .say(format!("  {email}  {}", crate::ui::clean(&key.name)));
+        }
+    }
     for (email, name) in &added {
         ctx.ui.say(format!(
-            "added to {}: {email},{name} (a key nobody knew; fix the email or delete the row)",
-            class.roster.path.display()
+            "added to {}: {email},{} (a key nobody knew; fix the email or delete the row)",
+            class.roster.path.display(),
+            crate::ui::clean(name)
+        ));
+    }
+    for a in &adopted {
+        ctx.ui.say(format!(
+            "adopted key {} for {}",
+            crate::ui::clean(&a.name),
+            a.email
+        ));
+    }
+    if !off_roster.is_empty() {
+        ctx.ui.say(format!(
+            "{} key(s) of the class belong to students no longer on the roster (not counted): {}",
+            off_roster.len(),
+            off_roster
+                .iter()
+                .map(|(e, _, _)| *e)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if view.not_ours > 0 {
+        ctx.ui.say(format!(
+            "{} key(s) of the account are not the class's (other classes, your own keys, FIXME rows): left alone",
+            view.not_ours
         ));
     }
     if !view.suspects.is_empty() {
         ctx.ui.warn(format!(
-            "{} key(s) may be left over from an interrupted provision; the next `classkeys provision` settles them",
+            "{} key(s) may be left over from an interrupted run; the next run settles them",
             view.suspects.len()
         ));
     }

@@ -8,12 +8,15 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::apply::{self, Settlement};
 use crate::context::Ctx;
+use crate::domain::{AccountKind, Naming, Owner, Tag};
+use crate::error::input;
 use crate::files::email_key;
 use crate::files::roster::Roster;
 use crate::openrouter::{Client, Key};
-use crate::reconcile::{self, ClassView};
-use crate::store::{KnownKey, Store};
+use crate::reconcile::{self, Adoption, ClassView, Ledger};
+use crate::store::{Change, KnownKey, Seen, Store};
 
 pub struct Class {
     pub roster: Roster,
@@ -22,22 +25,66 @@ pub struct Class {
     pub account: Vec<Key>,
     pub known: Vec<KnownKey>,
     pub known_names: HashMap<String, String>,
+    pub known_students: HashSet<String>,
+    pub dropped: HashSet<String>,
+    pub naming: Naming,
     /// Hashes that unsettled creates may have made: claimed by no student.
     pub suspects: HashSet<String>,
+    /// What settling the journal found when the class was loaded.
+    pub settled: Settlement,
+}
+
+/// Open keys.db for a command that changes the class: the class lock is taken first, before
+/// any other file of the class is read, so a second command sees what the first one did.
+pub fn open_store(db: &Path) -> Result<Store> {
+    Store::open(db)
+}
+
+/// Refuse a keys.db of the other kind of account (sandbox vs real) before anything is sent.
+pub fn check_account_kind(ctx: &Ctx, store: &Store, db: &Path) -> Result<()> {
+    let here = AccountKind::of(ctx.global.sandbox);
+    match store.account_kind()? {
+        Some(kind) if kind != here => {
+            let hint = match here {
+                AccountKind::Sandbox => {
+                    "this class is real: `unset CLASSKEYS_SANDBOX` (and drop --sandbox), or rehearse in another folder"
+                }
+                AccountKind::Real => {
+                    "this class is a rehearsal: add --sandbox (or export CLASSKEYS_SANDBOX=1), or run the real class in another folder"
+                }
+            };
+            Err(input(format!(
+                "{} belongs to {kind}, but this command runs against {here}; nothing was sent or changed. Hint: {hint}",
+                db.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The class's naming policy, as keys.db records it.
+pub fn naming(store: &Store) -> Result<Naming> {
+    let tag = store.meta("tag")?.and_then(|t| Tag::parse(&t).ok());
+    Ok(Naming { tag })
 }
 
 impl Class {
-    /// Read the roster (any error here is bad input: nothing has been sent), open keys.db,
-    /// then fetch every key of the account.
-    pub fn load(ctx: &mut Ctx, roster: &Path, db: &Path) -> Result<Class> {
-        let roster = Roster::read(roster)?;
-        Class::load_with(ctx, roster, db)
-    }
-
-    pub fn load_with(ctx: &mut Ctx, roster: Roster, db: &Path) -> Result<Class> {
-        let store = Store::open(db)?;
+    /// With keys.db open (and locked) and the roster read: fetch every key of the account, then
+    /// settle the journal against it (unless `dry_run`, which writes nothing).
+    pub fn load(
+        ctx: &mut Ctx,
+        mut store: Store,
+        roster: Roster,
+        db: &Path,
+        dry_run: bool,
+    ) -> Result<Class> {
+        check_account_kind(ctx, &store, db)?;
+        let naming = naming(&store)?;
         let client = ctx.client()?;
         let account = client.list_keys()?;
+        if !dry_run && store.account_kind()?.is_none() {
+            store.set_meta("account", AccountKind::of(ctx.global.sandbox).as_str())?;
+        }
         let mut class = Class {
             roster,
             store,
@@ -45,23 +92,42 @@ impl Class {
             account,
             known: Vec::new(),
             known_names: HashMap::new(),
+            known_students: HashSet::new(),
+            dropped: HashSet::new(),
+            naming,
             suspects: HashSet::new(),
+            settled: Settlement::default(),
         };
         class.refresh_known()?;
+        class.settled = apply::settle(ctx, &mut class, dry_run)?;
+        class.tell_settled(ctx);
         Ok(class)
+    }
+
+    fn tell_settled(&self, ctx: &Ctx) {
+        let s = &self.settled;
+        if s.landed > 0 {
+            ctx.ui.note(format!(
+                "classkeys: recorded {} change(s) an interrupted run had sent (found on the account)",
+                s.landed
+            ));
+        }
+        for (email, key_name) in &s.gone_outside {
+            ctx.ui.warn(format!(
+                "key {key_name} of {email} is gone from the account (deleted outside classkeys); marked deleted"
+            ));
+        }
     }
 
     /// Re-read what keys.db knows (after keys were created or settled).
     pub fn refresh_known(&mut self) -> Result<()> {
         self.known = self.store.known_keys()?;
-        self.known_names = self
-            .store
-            .student_names()?
-            .into_iter()
-            .map(|(e, n)| (email_key(&e), n))
-            .collect();
-        let pending = self.store.pending_attempts()?;
-        self.suspects = reconcile::leftovers(&pending, &self.account, &self.known)
+        let names = self.store.student_names()?;
+        self.known_students = names.iter().map(|(e, _)| email_key(e)).collect();
+        self.known_names = names.into_iter().map(|(e, n)| (email_key(&e), n)).collect();
+        self.dropped = self.store.dropped()?.iter().map(|e| email_key(e)).collect();
+        let open = self.store.open_intents()?;
+        self.suspects = reconcile::leftovers(&open, &self.account, &self.known)
             .into_iter()
             .flat_map(|(_, keys)| keys.into_iter().map(|k| k.hash.clone()))
             .collect();
@@ -69,39 +135,102 @@ impl Class {
     }
 
     pub fn view(&self) -> ClassView<'_> {
-        view_of(
-            &self.roster,
-            &self.known,
-            &self.known_names,
-            &self.account,
-            &self.suspects,
-        )
+        view_of(self)
     }
 
-    /// One usage row per key of the class, the students, and each key's state, in one transaction.
+    /// Record the class as the account shows it: students, each key's state, one usage row per
+    /// key of the class, adoptions and dismissals. Unknown keys stay unknown (only `check`, which
+    /// adds them to the roster, records them as FIXME rows).
     pub fn record(&mut self, at: DateTime<Utc>) -> Result<()> {
-        // Field by field, so that the view can be read while the store is written.
-        let view = view_of(
-            &self.roster,
-            &self.known,
-            &self.known_names,
-            &self.account,
-            &self.suspects,
+        let Class {
+            store,
+            roster,
+            known,
+            known_names,
+            known_students,
+            dropped,
+            account,
+            suspects,
+            naming,
+            ..
+        } = self;
+        let view = match_view(
+            roster,
+            known,
+            known_names,
+            known_students,
+            dropped,
+            account,
+            suspects,
+            naming,
         );
-        let rows = view.rows();
-        let students: Vec<(&str, &str)> = self
-            .roster
+        for a in &view.adopted {
+            let why = match a.why {
+                Adoption::FixmeCorrected => "the FIXME row was given this email",
+                Adoption::TagName => "named for this student with the class tag",
+            };
+            store.set_owner(
+                a.key,
+                &a.email,
+                &a.name,
+                Owner::Class,
+                Some(&Change {
+                    hash: a.key.hash.clone(),
+                    email: a.email.clone(),
+                    action: "adopted",
+                    old: Some(a.key.name.clone()),
+                    new: Some(why.into()),
+                }),
+            )?;
+        }
+        for key in &view.dismissed {
+            let email = known
+                .iter()
+                .find(|k| k.hash == key.hash)
+                .map(|k| k.email.clone())
+                .unwrap_or_default();
+            store.set_owner(
+                key,
+                &email,
+                "",
+                Owner::Dismissed,
+                Some(&Change {
+                    hash: key.hash.clone(),
+                    email: email.clone(),
+                    action: "dismissed",
+                    old: Some(key.name.clone()),
+                    new: None,
+                }),
+            )?;
+        }
+        let students: Vec<(&str, &str)> = roster
             .students
             .iter()
+            .filter(|s| !s.is_placeholder())
             .map(|s| (s.email.as_str(), s.name.as_str()))
-            .chain(
-                view.orphans
-                    .iter()
-                    .map(|o| (o.email.as_str(), o.name.as_str())),
-            )
             .collect();
-        let keys: Vec<(&Key, &str)> = rows.iter().map(|(e, _, k)| (*k, *e)).collect();
-        self.store.record_state(at, &students, &keys)
+        let mut seen: Vec<Seen> = view
+            .rows()
+            .into_iter()
+            .map(|(email, _, key)| Seen {
+                key,
+                email,
+                owner: Owner::Class,
+            })
+            .collect();
+        seen.extend(view.fixme_rows().into_iter().map(|(email, _, key)| Seen {
+            key,
+            email,
+            owner: Owner::Fixme,
+        }));
+        seen.extend(view.off_roster.iter().map(|o| Seen {
+            key: o.key,
+            email: &o.email,
+            owner: Owner::Class,
+        }));
+        store.record_state(at, &students, &seen)?;
+        drop(view);
+        self.refresh_known()
     }
 
     /// Take the keys' state from what the API answered (create, PATCH): no re-listing.
@@ -127,15 +256,38 @@ impl Class {
     }
 }
 
-fn view_of<'a>(
+fn view_of(class: &Class) -> ClassView<'_> {
+    match_view(
+        &class.roster,
+        &class.known,
+        &class.known_names,
+        &class.known_students,
+        &class.dropped,
+        &class.account,
+        &class.suspects,
+        &class.naming,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn match_view<'a>(
     roster: &'a Roster,
     known: &[KnownKey],
     known_names: &HashMap<String, String>,
+    known_students: &HashSet<String>,
+    dropped: &HashSet<String>,
     account: &'a [Key],
     suspects: &HashSet<String>,
+    naming: &Naming,
 ) -> ClassView<'a> {
     let suspects: HashSet<&str> = suspects.iter().map(String::as_str).collect();
-    reconcile::match_keys(&roster.students, known, known_names, account, &suspects)
+    let ledger = Ledger {
+        keys: known,
+        names: known_names,
+        students: known_students,
+        dropped,
+    };
+    reconcile::match_keys(&roster.students, &ledger, account, &suspects, naming)
 }
 
 /// A student and their key, as `--json` shows it.

@@ -111,14 +111,21 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
     }
 
     // Like every command that looked at the account: one usage row per key keys.db knows.
-    let emails: HashMap<String, String> = store
+    let emails: HashMap<String, (String, crate::domain::Owner)> = store
         .known_keys()?
         .into_iter()
-        .map(|k| (k.hash, k.email))
+        .filter(|k| k.owner != crate::domain::Owner::Dismissed)
+        .map(|k| (k.hash, (k.email, k.owner)))
         .collect();
-    let seen: Vec<(&Key, &str)> = account
+    let seen: Vec<crate::store::Seen> = account
         .iter()
-        .filter_map(|k| emails.get(&k.hash).map(|e| (k, e.as_str())))
+        .filter_map(|k| {
+            emails.get(&k.hash).map(|(e, owner)| crate::store::Seen {
+                key: k,
+                email: e.as_str(),
+                owner: *owner,
+            })
+        })
         .collect();
     store.record_state(crate::store::run_time(), &[], &seen)?;
 

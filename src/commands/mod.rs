@@ -1,9 +1,12 @@
 //! One module per subcommand, each the short story of its job.
 
+pub mod adopt;
+pub mod change_email;
 pub mod check;
 pub mod class;
 pub mod completions;
 pub mod demo;
+pub mod drop_student;
 pub mod export_keys;
 pub mod import_keys;
 pub mod init_db;

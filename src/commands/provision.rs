@@ -6,7 +6,8 @@ use anyhow::Result;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::class::{Class, Failed, StudentJson, limit_text, sandbox_tag};
+use super::class::{Class, Failed, StudentJson, limit_text, open_store, sandbox_tag};
+use crate::apply::{self, Op};
 use crate::cli::ProvisionArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
@@ -14,10 +15,9 @@ use crate::files::limits::LimitsFile;
 use crate::files::output::{NewSecret, write_api_keys, write_snapshot};
 use crate::files::parse_money;
 use crate::files::roster::Roster;
-use crate::openrouter::{ApiError, NewKey};
+use crate::openrouter::NewKey;
 use crate::reconcile::{self, CreditCheck};
-use crate::store::{Change, run_time};
-use crate::{fault, pool};
+use crate::store::run_time;
 
 /// A key to create.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ struct Report {
     created: Vec<StudentJson>,
     failed: Vec<Failed>,
     skipped_placeholders: Vec<String>,
+    skipped_renamed: Vec<RenamedJson>,
     already_had_key: usize,
     discarded_leftovers: Vec<String>,
     credits: Option<CreditCheck>,
@@ -41,6 +42,13 @@ struct Report {
     api_keys_file: Option<String>,
     limits_file: Option<String>,
     snapshot: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RenamedJson {
+    email: String,
+    old_email: String,
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -53,15 +61,6 @@ struct PlannedJson {
     expires_at: Option<String>,
 }
 
-/// What a batch of creates came to.
-#[derive(Default)]
-pub struct Outcome {
-    pub secrets: Vec<NewSecret>,
-    pub created: Vec<(String, String, String)>,
-    pub failure: Option<(String, ApiError)>,
-    pub discarded: Vec<String>,
-}
-
 pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     let at = run_time();
     let default_limit = parse_money(&args.limit).map_err(|m| input(format!("--limit: {m}")))?;
@@ -70,35 +69,49 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
         .as_deref()
         .map(|e| parse_expiry(e, at))
         .transpose()?;
+    let store = open_store(&args.db.db)?;
     let roster = Roster::read(&args.roster.roster)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
-    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+    let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
     let mut warnings = Vec::new();
-
-    let mut outcome = Outcome::default();
+    let mut discarded = class.settled.discarded.clone();
     if args.dry_run {
         let n = class.suspects.len();
         if n > 0 {
             warnings.push(format!(
-                "{n} key(s) left over from an interrupted run would be deleted and made again"
+                "{n} key(s) left over from an interrupted run would be deleted"
             ));
         }
-    } else {
-        outcome.discarded = settle_leftovers(ctx, &mut class)?;
     }
 
     let date = reconcile::name_date(at);
     let view = class.view();
+    let renamed: Vec<RenamedJson> = view
+        .renamed
+        .iter()
+        .map(|r| RenamedJson {
+            email: r.new_email.clone(),
+            old_email: r.old_email.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
+    for r in &renamed {
+        ctx.ui.warn(format!(
+            "{} gets no key: {} ({}) left the roster with a live key. If it is the same student, run              `classkeys change-email --email {} --to {}`; if not, `classkeys drop-student --email {}` first",
+            r.email, r.old_email, r.name, r.old_email, r.email, r.old_email
+        ));
+    }
     let plan: Vec<Planned> = view
         .keyless()
         .iter()
+        .filter(|s| view.renamed_for(&s.email).is_none())
         .map(|s| {
             let (limit, limit_reset) = reconcile::new_key_limits(s, default_limit);
             Planned {
                 email: s.email.clone(),
                 name: s.name.clone(),
                 new: NewKey {
-                    name: reconcile::key_name(&date, &s.name),
+                    name: class.naming.key_name(&date, &s.name),
                     limit,
                     limit_reset,
                     expires_at: expires.clone(),
@@ -141,19 +154,42 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             ctx,
             planned_json,
             skipped_placeholders,
+            renamed,
             already_had_key,
             credits,
             warnings,
         );
     }
 
-    create_all(ctx, &mut class, plan, &mut outcome)?;
+    let ops = plan
+        .into_iter()
+        .map(|p| Op::Create {
+            email: p.email,
+            name: p.name,
+            new: p.new,
+        })
+        .collect();
+    let mut applied = apply::execute(ctx, &mut class, ops, "creating keys")?;
+    discarded.extend(applied.discarded.iter().cloned());
+    let secrets: Vec<NewSecret> = applied
+        .created()
+        .map(|(email, name, key, secret)| NewSecret {
+            email: email.to_string(),
+            name: name.to_string(),
+            api_key: secret.to_string(),
+            key_name: key.name.clone(),
+        })
+        .collect();
+    let created: Vec<(String, String, String)> = applied
+        .created()
+        .map(|(e, n, k, _)| (e.to_string(), n.to_string(), k.hash.clone()))
+        .collect();
 
     // Secrets first: they exist nowhere else but keys.db.
-    let api_keys_file = if outcome.secrets.is_empty() {
+    let api_keys_file = if secrets.is_empty() {
         None
     } else {
-        Some(write_api_keys(&ctx.dir(), at, &outcome.secrets)?)
+        Some(write_api_keys(&ctx.dir(), at, &secrets)?)
     };
     class.refresh_known()?;
     class.record(at)?;
@@ -163,8 +199,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
 
     let by_hash: std::collections::HashMap<&str, &crate::openrouter::Key> =
         class.account.iter().map(|k| (k.hash.as_str(), k)).collect();
-    let mut created_json: Vec<StudentJson> = outcome
-        .created
+    let mut created_json: Vec<StudentJson> = created
         .iter()
         .filter_map(|(email, name, hash)| {
             by_hash
@@ -185,8 +220,8 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             .get(&crate::files::email_key(&s.email))
             .copied()
     });
-    let failed = Failed::list(&outcome.failure);
-    let exit = if outcome.failure.is_some() {
+    let failed = Failed::list(&applied.failure);
+    let exit = if applied.failure.is_some() {
         Exit::Failed
     } else {
         Exit::Ok
@@ -199,8 +234,9 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             created: created_json,
             failed,
             skipped_placeholders,
+            skipped_renamed: renamed,
             already_had_key,
-            discarded_leftovers: outcome.discarded.clone(),
+            discarded_leftovers: discarded.clone(),
             credits,
             warnings,
             api_keys_file: api_keys_file.as_ref().map(|p| p.display().to_string()),
@@ -229,10 +265,10 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             already_had_key,
             skipped_placeholders.len()
         ));
-        if !outcome.discarded.is_empty() {
+        if !discarded.is_empty() {
             ctx.ui.say(format!(
-                "deleted {} key(s) left over from an interrupted run (their secrets were never seen) and made them again",
-                outcome.discarded.len()
+                "deleted {} key(s) left over from an interrupted run (their secrets were never seen)",
+                discarded.len()
             ));
         }
         if let Some(path) = &api_keys_file {
@@ -247,187 +283,14 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             snapshot.display()
         ));
     }
-    let made = outcome.created.len();
-    if let Some((email, err)) = outcome.failure.take() {
+    let made = created.len();
+    if let Some((email, err)) = applied.failure.take() {
         return Err(anyhow::Error::new(err).context(format!(
             "provisioning stopped at {email}; the {made} key(s) made before are saved (keys.db, api_keys file). \
              Fix the cause and run `classkeys provision` again: it creates only what is missing"
         )));
     }
     Ok(exit)
-}
-
-/// Create every planned key through the pool. Ambiguous creates are settled and made again,
-/// up to three rounds. Every key made lands in `outcome` (secret and hash).
-pub fn create_all(
-    ctx: &Ctx,
-    class: &mut Class,
-    plan: Vec<Planned>,
-    outcome: &mut Outcome,
-) -> Result<()> {
-    let mut todo = plan;
-    for round in 0..3 {
-        if todo.is_empty() || outcome.failure.is_some() {
-            break;
-        }
-        let pairs: Vec<(&str, &str)> = todo
-            .iter()
-            .map(|p| (p.email.as_str(), p.new.name.as_str()))
-            .collect();
-        let ids = class.store.begin_attempts(Utc::now(), &pairs)?;
-        let items: Vec<(Planned, i64)> = todo.drain(..).zip(ids).collect();
-        let bar = ctx.ui.progress(
-            items.len(),
-            if round == 0 {
-                "creating keys"
-            } else {
-                "creating keys again"
-            },
-        );
-        let mut ambiguous: Vec<Planned> = Vec::new();
-        let mut handed = std::collections::HashSet::new();
-        let mut store_error = None;
-        {
-            let Class {
-                client,
-                store,
-                account,
-                ..
-            } = class;
-            let client = &*client;
-            pool::run(
-                client.jobs(),
-                &items,
-                |(p, _)| {
-                    let r = client.create_key(&p.new);
-                    if r.is_ok() {
-                        fault::point("create-answered");
-                    }
-                    r
-                },
-                |r| matches!(r, Err(e) if !e.is_ambiguous()),
-                |(p, id), result| {
-                    bar.inc(1);
-                    handed.insert(*id);
-                    match result {
-                        Ok(created) => {
-                            if let Err(e) = store.record_created(
-                                Some(*id),
-                                &p.email,
-                                &p.name,
-                                &created.data,
-                                &created.key,
-                                &[],
-                            ) {
-                                store_error = Some(e);
-                                return false;
-                            }
-                            fault::point("create-saved");
-                            outcome.secrets.push(NewSecret {
-                                email: p.email.clone(),
-                                name: p.name.clone(),
-                                api_key: created.key,
-                                key_name: created.data.name.clone(),
-                            });
-                            outcome.created.push((
-                                p.email.clone(),
-                                p.name.clone(),
-                                created.data.hash.clone(),
-                            ));
-                            account.push(created.data);
-                            true
-                        }
-                        Err(e) if e.is_ambiguous() => {
-                            ctx.ui.warn(format!(
-                                "{}: {e}; it will be checked and made again",
-                                p.email
-                            ));
-                            let _ = store.settle_attempts(&[*id], "ambiguous");
-                            ambiguous.push(p.clone());
-                            true
-                        }
-                        Err(e) => {
-                            let _ = store.settle_attempts(&[*id], "failed");
-                            outcome.failure = Some((p.email.clone(), e));
-                            false
-                        }
-                    }
-                },
-            );
-        }
-        bar.finish_and_clear();
-        // Planned creates that were never sent (the run stopped first) surely made nothing.
-        let unsent: Vec<i64> = items
-            .iter()
-            .map(|(_, id)| *id)
-            .filter(|id| !handed.contains(id))
-            .collect();
-        class.store.settle_attempts(&unsent, "failed")?;
-        if let Some(e) = store_error {
-            return Err(e);
-        }
-        if ambiguous.is_empty() || outcome.failure.is_some() {
-            break;
-        }
-        // Look once at the account to find keys the unclear creates made, delete them, make them again.
-        class.account = class.client.list_keys()?;
-        class.refresh_known()?;
-        outcome.discarded.extend(settle_leftovers(ctx, class)?);
-        todo = ambiguous;
-    }
-    if outcome.failure.is_none() && !todo.is_empty() {
-        let who: Vec<&str> = todo.iter().map(|p| p.email.as_str()).collect();
-        outcome.failure = Some((
-            who.join(", "),
-            ApiError::GaveUp {
-                what: "creating keys".into(),
-                tries: 3,
-                secs: 0,
-                detail: "OpenRouter never answered clearly".into(),
-            },
-        ));
-    }
-    Ok(())
-}
-
-/// Settle creates whose outcome an earlier run (or round) never learned: delete the keys they
-/// may have made (same name, created after the attempt, a hash keys.db does not know).
-pub fn settle_leftovers(ctx: &Ctx, class: &mut Class) -> Result<Vec<String>> {
-    let pending = class.store.pending_attempts()?;
-    if pending.is_empty() {
-        return Ok(Vec::new());
-    }
-    let found = reconcile::leftovers(&pending, &class.account, &class.known);
-    let mut discarded = Vec::new();
-    for (attempt, (id, keys)) in pending.iter().zip(found) {
-        debug_assert_eq!(attempt.id, id);
-        for key in keys {
-            let hash = key.hash.clone();
-            class.client.delete_key(&hash).map_err(|e| {
-                anyhow::Error::new(e).context("deleting a key left over from an interrupted provision (its secret was never seen)")
-            })?;
-            class.store.record_changes(
-                None,
-                &[Change {
-                    hash: hash.clone(),
-                    email: attempt.email.clone(),
-                    action: "discarded",
-                    old: Some(key.name.clone()),
-                    new: None,
-                }],
-            )?;
-            ctx.ui.note(format!(
-                "deleted leftover key {} of {} (its secret was never seen)",
-                key.name, attempt.email
-            ));
-            discarded.push(hash);
-        }
-    }
-    class.remove(&discarded);
-    let ids: Vec<i64> = pending.iter().map(|a| a.id).collect();
-    class.store.settle_attempts(&ids, "resolved")?;
-    class.refresh_known()?;
-    Ok(discarded)
 }
 
 fn credits_check(
@@ -473,6 +336,7 @@ fn print_plan(
     ctx: &Ctx,
     planned: Vec<PlannedJson>,
     skipped_placeholders: Vec<String>,
+    skipped_renamed: Vec<RenamedJson>,
     already_had_key: usize,
     credits: Option<CreditCheck>,
     warnings: Vec<String>,
@@ -484,6 +348,7 @@ fn print_plan(
             created: Vec::new(),
             failed: Vec::new(),
             skipped_placeholders,
+            skipped_renamed,
             already_had_key,
             discarded_leftovers: Vec::new(),
             credits,

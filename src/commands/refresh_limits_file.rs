@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::class::{Class, sandbox_tag};
+use super::class::{Class, open_store, sandbox_tag};
 use crate::cli::RefreshArgs;
 use crate::context::Ctx;
 use crate::error::Exit;
@@ -15,9 +15,10 @@ use crate::store::run_time;
 
 pub fn run(ctx: &mut Ctx, args: RefreshArgs) -> Result<Exit> {
     let at = run_time();
+    let store = open_store(&args.db.db)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
     let roster = Roster::read(&args.roster.roster)?;
-    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+    let mut class = Class::load(ctx, store, roster, &args.db.db, false)?;
     class.record(at)?;
     let view = class.view();
     let with_keys = view.with_keys();

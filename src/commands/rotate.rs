@@ -7,18 +7,17 @@ use std::collections::HashSet;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::class::{Class, sandbox_tag};
-use super::provision::{Outcome, Planned, create_all, settle_leftovers};
+use super::class::{Class, open_store, sandbox_tag};
 use super::toggle::check_emails;
+use crate::apply::{self, DeleteWhy, Op};
 use crate::cli::RotateArgs;
 use crate::context::Ctx;
-use crate::error::Exit;
+use crate::error::{Exit, input};
 use crate::files::email_key;
 use crate::files::limits::LimitsFile;
-use crate::files::output::write_api_keys;
+use crate::files::output::{NewSecret, write_api_keys};
 use crate::files::roster::Roster;
-use crate::openrouter::{ApiError, Key, NewKey};
-use crate::pool;
+use crate::openrouter::{ApiError, Key, NewKey, Patch};
 use crate::store::{Change, run_time};
 
 #[derive(Serialize)]
@@ -36,17 +35,39 @@ struct Rotated {
     old_hash: String,
     new_hash: Option<String>,
     old_deleted: bool,
+    limit: Option<f64>,
+    disabled: bool,
+}
+
+/// The new key of a rotation: the old one's name, reset and expiry; its limit is what the
+/// student had left (a limit with a reset is the same limit), unless `fresh`.
+pub fn successor(old: &Key, fresh: bool) -> NewKey {
+    let limit = match (old.limit, &old.limit_reset) {
+        (Some(l), None) if !fresh => {
+            let left = old.limit_remaining.unwrap_or(l - old.usage);
+            Some((left.clamp(0.0, l) * 100.0).round() / 100.0 + 0.0)
+        }
+        (l, _) => l,
+    };
+    NewKey {
+        name: old.name.clone(),
+        limit,
+        limit_reset: old.limit_reset.clone(),
+        expires_at: old.expires_at.clone(),
+    }
 }
 
 pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     let at = run_time();
+    let store = open_store(&args.db.db)?;
     let roster = Roster::read(&args.roster.roster)?;
     check_emails(&roster, &args.emails)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
-    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+    let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
 
     let view = class.view();
-    let mut old: Vec<(Planned, Key)> = Vec::new();
+    // (email, name, old key, new key)
+    let mut old: Vec<(String, String, Key, NewKey)> = Vec::new();
     // Any other key the student still has (left by a rotate that was interrupted after its
     // create) goes too, so a re-run always ends with one key.
     let mut others: Vec<(String, Key)> = Vec::new();
@@ -55,18 +76,12 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     for email in args.emails.iter().filter(|e| seen.insert(email_key(e))) {
         let entry = view
             .entry(email)
-            .ok_or_else(|| anyhow::anyhow!("{email} is not on the roster"))?;
+            .ok_or_else(|| input(format!("{email} is not on the roster")))?;
         let key = entry.key().ok_or_else(|| {
-            anyhow::anyhow!(
+            input(format!(
                 "{email} has no key to rotate: run `classkeys provision` to give them one"
-            )
+            ))
         })?;
-        let new = NewKey {
-            name: key.name.clone(),
-            limit: key.limit,
-            limit_reset: key.limit_reset.clone(),
-            expires_at: key.expires_at.clone(),
-        };
         others.extend(
             entry
                 .keys
@@ -75,23 +90,23 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
                 .map(|k| (entry.student.email.clone(), (*k).clone())),
         );
         old.push((
-            Planned {
-                email: entry.student.email.clone(),
-                name: entry.student.name.clone(),
-                new,
-            },
+            entry.student.email.clone(),
+            entry.student.name.clone(),
             key.clone(),
+            successor(key, args.fresh_limit),
         ));
     }
     drop(view);
     let mut rotated: Vec<Rotated> = old
         .iter()
-        .map(|(p, k)| Rotated {
-            email: p.email.clone(),
+        .map(|(email, _, k, new)| Rotated {
+            email: email.clone(),
             key_name: k.name.clone(),
             old_hash: k.hash.clone(),
             new_hash: None,
             old_deleted: false,
+            limit: new.limit,
+            disabled: k.disabled,
         })
         .collect();
     if args.dry_run {
@@ -100,84 +115,104 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
 
     // Make sure keys.db knows every old key, so none is mistaken for a leftover.
     class.record(at)?;
-    class.refresh_known()?;
-    settle_leftovers(ctx, &mut class)?;
-    let mut outcome = Outcome::default();
-    create_all(
-        ctx,
-        &mut class,
-        old.iter().map(|(p, _)| p.clone()).collect(),
-        &mut outcome,
-    )?;
-    let api_keys_file = if outcome.secrets.is_empty() {
+    let creates = old
+        .iter()
+        .map(|(email, name, _, new)| Op::Create {
+            email: email.clone(),
+            name: name.clone(),
+            new: new.clone(),
+        })
+        .collect();
+    let mut made = apply::execute(ctx, &mut class, creates, "creating keys")?;
+    let secrets: Vec<NewSecret> = made
+        .created()
+        .map(|(email, name, key, secret)| NewSecret {
+            email: email.to_string(),
+            name: name.to_string(),
+            api_key: secret.to_string(),
+            key_name: key.name.clone(),
+        })
+        .collect();
+    let api_keys_file = if secrets.is_empty() {
         None
     } else {
-        Some(write_api_keys(&ctx.dir(), at, &outcome.secrets)?)
+        Some(write_api_keys(&ctx.dir(), at, &secrets)?)
     };
+    let created: Vec<(String, Key)> = made
+        .created()
+        .map(|(email, _, key, _)| (email.to_string(), key.clone()))
+        .collect();
+    let mut failure: Option<(String, ApiError)> = made.failure.take();
 
-    // Old keys whose replacement exists (and whose secret is saved) go.
-    let mut to_delete: Vec<(String, Key, String)> = Vec::new();
-    for (email, _, new_hash) in &outcome.created {
-        if let Some((_, old_key)) = old.iter().find(|(p, _)| &p.email == email) {
-            class.store.record_changes(
-                None,
-                &[Change {
-                    hash: new_hash.clone(),
-                    email: email.clone(),
-                    action: "rotated",
-                    old: Some(old_key.hash.clone()),
-                    new: Some(new_hash.clone()),
-                }],
-            )?;
-            if let Some(r) = rotated.iter_mut().find(|r| &r.email == email) {
-                r.new_hash = Some(new_hash.clone());
-            }
-            to_delete.push((email.clone(), old_key.clone(), new_hash.clone()));
-            for (_, other) in others.iter().filter(|(e, _)| e == email) {
-                to_delete.push((email.clone(), other.clone(), new_hash.clone()));
-            }
-        }
-    }
-    let mut failure: Option<(String, ApiError)> = outcome.failure.take();
-    let mut deleted = Vec::new();
-    {
-        let Class { client, store, .. } = &mut class;
-        let client = &*client;
-        let mut store_error = None;
-        pool::run(
-            client.jobs(),
-            &to_delete,
-            |(_, key, _)| client.delete_key(&key.hash),
-            |r| r.is_err(),
-            |(email, key, new_hash), result| match result {
-                Ok(()) => {
-                    let change = Change {
-                        hash: key.hash.clone(),
-                        email: email.clone(),
-                        action: "deleted",
-                        old: Some(key.name.clone()),
-                        new: Some(format!("rotated to {new_hash}")),
-                    };
-                    if let Err(e) = store.record_changes(None, &[change]) {
-                        store_error = Some(e);
-                        return false;
-                    }
-                    deleted.push(key.hash.clone());
-                    true
-                }
-                Err(e) => {
-                    failure.get_or_insert((email.clone(), e));
-                    false
-                }
+    // A disabled student's new key is disabled too (a create cannot say so).
+    let disable: Vec<Op> = created
+        .iter()
+        .filter(|(email, _)| old.iter().any(|(e, _, k, _)| e == email && k.disabled))
+        .map(|(email, key)| Op::Patch {
+            email: email.clone(),
+            before: key.clone(),
+            patch: Patch {
+                disabled: Some(true),
+                ..Default::default()
             },
-        );
-        if let Some(e) = store_error {
-            return Err(e);
+        })
+        .collect();
+    let mut disabled_ok: HashSet<String> = HashSet::new();
+    if !disable.is_empty() && failure.is_none() {
+        let mut d = apply::execute(ctx, &mut class, disable, "disabling new keys")?;
+        disabled_ok.extend(d.done.iter().filter_map(|(op, _)| match op {
+            Op::Patch { before, .. } => Some(before.hash.clone()),
+            _ => None,
+        }));
+        failure = failure.or(d.failure.take());
+    }
+
+    // Old keys whose replacement exists (its secret saved, its state the old one's) go.
+    let mut deletes: Vec<Op> = Vec::new();
+    for (email, new_key) in &created {
+        let Some((_, _, old_key, _)) = old.iter().find(|(e, ..)| e == email) else {
+            continue;
+        };
+        if old_key.disabled && !disabled_ok.contains(&new_key.hash) {
+            continue;
+        }
+        class.store.record_changes(
+            &[],
+            None,
+            &[Change {
+                hash: new_key.hash.clone(),
+                email: email.clone(),
+                action: "rotated",
+                old: Some(old_key.hash.clone()),
+                new: Some(new_key.hash.clone()),
+            }],
+        )?;
+        if let Some(r) = rotated.iter_mut().find(|r| &r.email == email) {
+            r.new_hash = Some(new_key.hash.clone());
+        }
+        let why = DeleteWhy::Rotated {
+            new_hash: new_key.hash.clone(),
+        };
+        deletes.push(Op::Delete {
+            email: email.clone(),
+            key: old_key.clone(),
+            why: why.clone(),
+        });
+        for (_, other) in others.iter().filter(|(e, _)| e == email) {
+            deletes.push(Op::Delete {
+                email: email.clone(),
+                key: other.clone(),
+                why: why.clone(),
+            });
         }
     }
-    class.remove(&deleted);
-    for r in &mut rotated {
-        r.old_deleted = deleted.contains(&r.old_hash);
+    if failure.is_none() && !deletes.is_empty() {
+        let mut d = apply::execute(ctx, &mut class, deletes, "deleting old keys")?;
+        let deleted: HashSet<String> = d.deleted().map(|k| k.hash.clone()).collect();
+        for r in &mut rotated {
+            r.old_deleted = deleted.contains(&r.old_hash);
+        }
+        failure = d.failure.take();
     }
     class.refresh_known()?;
     class.record(at)?;

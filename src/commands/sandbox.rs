@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::class::{limit_text, sandbox_tag};
 use crate::cli::{SandboxCommand, ServeArgs, SpendArgs};
 use crate::context::Ctx;
+use crate::domain::Naming;
 use crate::error::{Exit, input};
 use crate::files::email_key;
 use crate::files::roster::Roster;
@@ -31,18 +32,6 @@ pub fn run(ctx: &mut Ctx, cmd: SandboxCommand) -> Result<Exit> {
     }
 }
 
-/// These change the sandbox only: without `--sandbox` an instructor may think they touched real keys.
-fn require_sandbox(ctx: &Ctx, what: &str) -> Result<()> {
-    if ctx.global.sandbox {
-        return Ok(());
-    }
-    Err(input(format!(
-        "`classkeys sandbox {what}` changes the sandbox account ({}) only, never a real key: run it as \
-         `classkeys --sandbox sandbox {what} …` (or with CLASSKEYS_SANDBOX=1)",
-        ctx.sandbox_file().display()
-    )))
-}
-
 #[derive(Serialize)]
 struct SpendJson {
     email: String,
@@ -58,7 +47,6 @@ struct SpendJson {
 }
 
 fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
-    require_sandbox(ctx, "spend")?;
     if !args.amount.is_finite() || args.amount < 0.0 {
         return Err(input(format!(
             "--amount {}: give a number of dollars, 0 or more (e.g. 0.40)",
@@ -67,12 +55,14 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
     }
     // keys.db says whose key is whose; holding it also keeps other classkeys runs (and their
     // emulators, which save the account when they end) away while the account changes.
-    let (store, known) = if args.db.db.exists() {
+    let (store, known, naming) = if args.db.db.exists() {
         let store = Store::open(&args.db.db)?;
+        super::class::check_account_kind(ctx, &store, &args.db.db)?;
         let known = store.known_keys()?;
-        (Some(store), known)
+        let naming = super::class::naming(&store)?;
+        (Some(store), known, naming)
     } else {
-        (None, Vec::new())
+        (None, Vec::new(), Naming::default())
     };
     let roster = if args.roster.roster.exists() {
         Some(Roster::read(&args.roster.roster)?)
@@ -94,7 +84,7 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
     let now = Utc::now();
     let file = ctx.sandbox_file();
     let outcome = sandbox::update_account(&file, |account| {
-        let hash = find_key(account, students, &known, &email, now).ok_or_else(|| {
+        let hash = find_key(account, students, &known, &naming, &email, now).ok_or_else(|| {
             input(format!(
                 "{} has no key in the sandbox: run `classkeys --sandbox provision` first",
                 args.email
@@ -142,11 +132,12 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
 }
 
 /// The student's key in the sandbox, matched exactly as every other command matches keys to
-/// students (`reconcile::match_keys`: keys.db's record first, then the roster name).
+/// students (`reconcile::match_keys`: by keys.db's record of each key).
 fn find_key(
     account: &Account,
     roster: &[Student],
     known: &[KnownKey],
+    naming: &Naming,
     email: &str,
     now: DateTime<Utc>,
 ) -> Option<String> {
@@ -156,7 +147,14 @@ fn find_key(
         .filter_map(|k| serde_json::to_value(k.view(now)).ok())
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
-    let view = reconcile::match_keys(roster, known, &HashMap::new(), &keys, &HashSet::new());
+    let (names, students, dropped) = (HashMap::new(), HashSet::new(), HashSet::new());
+    let ledger = reconcile::Ledger {
+        keys: known,
+        names: &names,
+        students: &students,
+        dropped: &dropped,
+    };
+    let view = reconcile::match_keys(roster, &ledger, &keys, &HashSet::new(), naming);
     view.rows()
         .into_iter()
         .find(|(e, _, _)| email_key(e) == email)
@@ -164,7 +162,6 @@ fn find_key(
 }
 
 fn reset(ctx: &mut Ctx) -> Result<Exit> {
-    require_sandbox(ctx, "reset")?;
     let file = ctx.sandbox_file();
     let had = sandbox::reset(&file)?;
     if ctx.ui.json {

@@ -7,7 +7,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::class::{Class, sandbox_tag};
+use super::class::{Class, open_store, sandbox_tag};
+use crate::apply::{self, Applied, DeleteWhy, Done, Op};
 use crate::cli::SelectArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
@@ -15,9 +16,7 @@ use crate::files::email_key;
 use crate::files::limits::LimitsFile;
 use crate::files::roster::Roster;
 use crate::openrouter::{ApiError, Key, Patch};
-use crate::pool;
-use crate::reconcile::changes;
-use crate::store::{Change, run_time};
+use crate::store::run_time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -72,11 +71,21 @@ struct Target {
 /// Check `--email`s against the roster before anything is sent.
 pub fn check_emails(roster: &Roster, emails: &[String]) -> Result<()> {
     for email in emails {
-        if roster.find(email).is_none() {
-            return Err(input(format!(
-                "--email {email}: not in {}; check the spelling",
-                roster.path.display()
-            )));
+        match roster.find(email) {
+            None => {
+                return Err(input(format!(
+                    "--email {email}: not in {}; check the spelling",
+                    roster.path.display()
+                )));
+            }
+            Some(s) if s.is_placeholder() => {
+                return Err(input(format!(
+                    "--email {email}: a FIXME row is a key nobody has claimed, not a student of the class; \
+                     write the student's email into {} to adopt it first",
+                    roster.path.display()
+                )));
+            }
+            Some(_) => {}
         }
     }
     Ok(())
@@ -111,13 +120,14 @@ pub fn confirm(ctx: &Ctx, yes: bool, question: &str) -> Result<bool> {
 
 pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
     let at = run_time();
-    let roster = Roster::read(&args.roster.roster)?;
-    check_emails(&roster, &args.emails)?;
-    let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
     if !args.dry_run {
         can_confirm(args.yes, &format!("{} keys", action.verb()))?;
     }
-    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+    let store = open_store(&args.db.db)?;
+    let roster = Roster::read(&args.roster.roster)?;
+    check_emails(&roster, &args.emails)?;
+    let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
+    let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
 
     let view = class.view();
     let chosen: Vec<(String, String, Key)> = view
@@ -174,85 +184,60 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
 
-    let mut failure: Option<(String, ApiError)> = None;
-    let mut store_error = None;
-    let mut answers: Vec<(String, Key)> = Vec::new();
-    let mut deleted: Vec<String> = Vec::new();
-    let bar = ctx.ui.progress(todo.len(), action.past());
-    {
-        let Class { client, store, .. } = &mut class;
-        let client = &*client;
-        pool::run(
-            client.jobs(),
-            &todo,
-            |(_, _, key)| match action {
-                Action::Delete => client.delete_key(&key.hash).map(|_| None),
-                Action::Disable => client
-                    .update_key(
-                        &key.hash,
-                        &Patch {
-                            disabled: Some(true),
-                            ..Default::default()
-                        },
-                    )
-                    .map(Some),
-                Action::Enable => client
-                    .update_key(
-                        &key.hash,
-                        &Patch {
-                            disabled: Some(false),
-                            ..Default::default()
-                        },
-                    )
-                    .map(Some),
-            },
-            |r| r.is_err(),
-            |(email, _, before), result| {
-                bar.inc(1);
-                let recorded = match result {
-                    Ok(Some(after)) => {
-                        let rows = changes(email, before, &after);
-                        let r = store.record_changes(Some((&after, email)), &rows);
-                        answers.push((email.clone(), after));
-                        r
-                    }
-                    Ok(None) => {
-                        deleted.push(before.hash.clone());
-                        store.record_changes(
-                            None,
-                            &[Change {
-                                hash: before.hash.clone(),
-                                email: email.clone(),
-                                action: "deleted",
-                                old: Some(before.name.clone()),
-                                new: None,
-                            }],
-                        )
-                    }
-                    Err(e) => {
-                        failure = Some((email.clone(), e));
-                        return false;
-                    }
-                };
-                if let Err(e) = recorded {
-                    store_error = Some(e);
-                    return false;
-                }
-                if let Some(t) = targets.iter_mut().find(|t| t.hash == before.hash) {
-                    t.done = true;
-                }
-                true
-            },
-        );
-    }
-    bar.finish_and_clear();
-    if let Some(e) = store_error {
-        return Err(e);
+    let (applied, failure) = change_keys(ctx, &mut class, &todo, action)?;
+    for t in &mut targets {
+        t.done = applied.patched(&t.hash) || applied.deleted().any(|k| k.hash == t.hash);
     }
     // So that a later `update` does not undo what was just done.
     let mut limits = limits;
-    let now_disabled: HashMap<String, bool> = answers
+    keep_targets(&mut limits, &applied);
+    class.record(at)?;
+    if limits.path.exists() {
+        let view = class.view();
+        limits.rewrite(view.with_keys())?;
+    }
+    finish(ctx, action, false, targets, already.len(), failure)
+}
+
+/// Send one disable, enable or delete per key through the executor.
+pub fn change_keys(
+    ctx: &Ctx,
+    class: &mut Class,
+    todo: &[(String, String, Key)],
+    action: Action,
+) -> Result<(Applied, Option<(String, ApiError)>)> {
+    let ops = todo
         .iter()
+        .map(|(email, _, key)| match action {
+            Action::Delete => Op::Delete {
+                email: email.clone(),
+                key: key.clone(),
+                why: DeleteWhy::Asked,
+            },
+            Action::Disable | Action::Enable => Op::Patch {
+                email: email.clone(),
+                before: key.clone(),
+                patch: Patch {
+                    disabled: Some(action == Action::Disable),
+                    ..Default::default()
+                },
+            },
+        })
+        .collect();
+    let mut applied = apply::execute(ctx, class, ops, action.past())?;
+    let failure = applied.failure.take();
+    Ok((applied, failure))
+}
+
+/// limits.csv's target_disabled follows what was just done, so that `update` does not undo it.
+pub fn keep_targets(limits: &mut LimitsFile, applied: &Applied) {
+    let now_disabled: HashMap<String, bool> = applied
+        .done
+        .iter()
+        .filter_map(|(op, done)| match (op, done) {
+            (Op::Patch { email, .. }, Done::Patched(key)) => Some((email, key)),
+            _ => None,
+        })
         .flat_map(|(email, key)| {
             [
                 (key.hash.clone(), key.disabled),
@@ -268,14 +253,6 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
             row.target_disabled = Some(*d);
         }
     }
-    class.apply(answers.into_iter().map(|(_, k)| k).collect());
-    class.remove(&deleted);
-    class.record(at)?;
-    if limits.path.exists() {
-        let view = class.view();
-        limits.rewrite(view.with_keys())?;
-    }
-    finish(ctx, action, false, targets, already.len(), failure)
 }
 
 fn finish(

@@ -1,12 +1,11 @@
 //! `update`: apply limits.csv's targets, one PATCH per key carrying every field that differs,
 //! record each change with its old and new value, then rewrite limits.csv keeping the targets.
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use serde::Serialize;
 
-use super::class::{Class, sandbox_tag};
+use super::class::{Class, open_store, sandbox_tag};
+use crate::apply::{self, Op};
 use crate::cli::UpdateArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
@@ -14,10 +13,9 @@ use crate::files::limits::LimitsFile;
 use crate::files::output::write_snapshot;
 use crate::files::roster::Roster;
 use crate::files::{money_cell, reset_cell};
-use crate::openrouter::{ApiError, Key, Patch};
+use crate::openrouter::{Key, Patch};
 use crate::reconcile::{self, Skipped};
 use crate::store::run_time;
-use crate::{pool, reconcile::changes};
 
 #[derive(Serialize)]
 struct Report {
@@ -57,6 +55,9 @@ struct Job {
 
 pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     let at = run_time();
+    // The lock first: a command still running (a `disable`, say) finishes before this one reads
+    // the files it rewrites.
+    let store = open_store(&args.db.db)?;
     if !args.limits.limits.exists() {
         return Err(input(format!(
             "{} not found: run `classkeys provision` or `classkeys refresh-limits-file` to write it, then edit its target_* columns",
@@ -88,7 +89,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
             )));
         }
     }
-    let mut class = Class::load_with(ctx, roster, &args.db.db)?;
+    let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
     let view = class.view();
     let (planned, skipped) = reconcile::plan_updates(&view, &limits);
     let unchanged = limits.rows.len() - planned.len() - skipped.len();
@@ -111,47 +112,19 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         ));
     }
 
-    // The keys whose PATCH went through, as the API answered them.
-    let mut answered: HashMap<String, Key> = HashMap::new();
-    let mut failure: Option<(String, ApiError)> = None;
+    let mut applied = apply::Applied::default();
     if !args.dry_run {
-        let bar = ctx.ui.progress(jobs.len(), "updating keys");
-        let mut store_error = None;
-        {
-            let Class { client, store, .. } = &mut class;
-            let client = &*client;
-            pool::run(
-                client.jobs(),
-                &jobs,
-                |job| client.update_key(&job.before.hash, &job.patch),
-                |r| r.is_err(),
-                |job, result| {
-                    bar.inc(1);
-                    match result {
-                        Ok(after) => {
-                            let rows = changes(&job.email, &job.before, &after);
-                            if let Err(e) = store.record_changes(Some((&after, &job.email)), &rows)
-                            {
-                                store_error = Some(e);
-                                return false;
-                            }
-                            answered.insert(after.hash.clone(), after);
-                            true
-                        }
-                        Err(e) => {
-                            failure = Some((job.email.clone(), e));
-                            false
-                        }
-                    }
-                },
-            );
-        }
-        bar.finish_and_clear();
-        if let Some(e) = store_error {
-            return Err(e);
-        }
-        class.apply(answered.values().cloned().collect());
+        let ops = jobs
+            .iter()
+            .map(|j| Op::Patch {
+                email: j.email.clone(),
+                before: j.before.clone(),
+                patch: j.patch.clone(),
+            })
+            .collect();
+        applied = apply::execute(ctx, &mut class, ops, "updating keys")?;
     }
+    let failure = applied.failure.take();
 
     let (limits_file, snapshot) = if args.dry_run {
         (None, None)
@@ -166,7 +139,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         )
     };
 
-    let change_rows = planned_changes(&jobs, &answered);
+    let change_rows = planned_changes(&jobs, &applied);
     if ctx.ui.json {
         ctx.ui.json(&Report {
             dry_run: args.dry_run,
@@ -211,7 +184,9 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         let done = if args.dry_run {
             jobs.len()
         } else {
-            answered.len()
+            jobs.iter()
+                .filter(|j| applied.patched(&j.before.hash))
+                .count()
         };
         ctx.ui.say(format!(
             "{}{verb} {done} key(s); {unchanged} already as targeted; {} skipped{}",
@@ -236,10 +211,10 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
 }
 
 /// One row per field a PATCH carries; a field is applied when its key's PATCH went through.
-fn planned_changes(jobs: &[Job], answered: &HashMap<String, Key>) -> Vec<ChangeJson> {
+fn planned_changes(jobs: &[Job], applied: &apply::Applied) -> Vec<ChangeJson> {
     let mut out = Vec::new();
     for job in jobs {
-        let done = answered.contains_key(&job.before.hash);
+        let done = applied.patched(&job.before.hash);
         let mut push = |field: &'static str, old: String, new: String| {
             out.push(ChangeJson {
                 email: job.email.clone(),

@@ -47,6 +47,10 @@ pub struct LimitsFile {
     pub path: PathBuf,
     pub rows: Vec<LimitsRow>,
     pub extra_headers: Vec<String>,
+    /// The file's bytes when this run read it (none if it did not exist), and its rows then:
+    /// a rewrite keeps whatever the instructor changed since.
+    pub read_bytes: Option<Vec<u8>>,
+    pub read_rows: Vec<LimitsRow>,
 }
 
 impl LimitsFile {
@@ -62,6 +66,14 @@ impl LimitsFile {
     }
 
     pub fn read(path: &Path) -> Result<LimitsFile> {
+        let bytes = std::fs::read(path).ok();
+        let mut file = LimitsFile::parse(path)?;
+        file.read_rows = file.rows.clone();
+        file.read_bytes = bytes;
+        Ok(file)
+    }
+
+    fn parse(path: &Path) -> Result<LimitsFile> {
         let table = read_table(path, "the limits file")?;
         let email_col = table.require("email", "the student's email")?;
         let limit_col = table.require(
@@ -131,6 +143,78 @@ impl LimitsFile {
             path: path.to_path_buf(),
             rows,
             extra_headers,
+            ..Default::default()
+        })
+    }
+
+    /// This run's rows, with every target the instructor changed in the file since this run
+    /// read it taken from the file as it is now. A file that changed and can no longer be read
+    /// is not overwritten.
+    fn merged(&self) -> Result<Vec<LimitsRow>> {
+        let now = std::fs::read(&self.path).ok();
+        if now == self.read_bytes || now.is_none() {
+            return Ok(self.rows.clone());
+        }
+        let current = LimitsFile::parse(&self.path).map_err(|e| {
+            e.context(format!(
+                "{} was edited while classkeys ran and cannot be read now, so it was not rewritten; \
+                 fix it, then run `classkeys refresh-limits-file`",
+                self.path.display()
+            ))
+        })?;
+        let then: HashMap<String, &LimitsRow> = self
+            .read_rows
+            .iter()
+            .map(|r| (email_key(&r.email), r))
+            .collect();
+        let mut rows = self.rows.clone();
+        let mut index: HashMap<String, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (email_key(&r.email), i))
+            .collect();
+        for cur in current.rows {
+            let k = email_key(&cur.email);
+            let was = then.get(&k);
+            match index.get(&k) {
+                Some(&i) => {
+                    let row = &mut rows[i];
+                    if was.is_none_or(|w| w.target_limit != cur.target_limit) {
+                        row.target_limit = cur.target_limit;
+                    }
+                    if was.is_none_or(|w| w.target_disabled != cur.target_disabled) {
+                        row.target_disabled = cur.target_disabled;
+                    }
+                    if was.is_none_or(|w| w.target_limit_reset != cur.target_limit_reset) {
+                        row.target_limit_reset = cur.target_limit_reset.clone();
+                    }
+                }
+                None => {
+                    index.insert(k, rows.len());
+                    rows.push(cur);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Write the rows as they stand (after an email change), actuals as they were.
+    pub fn rewrite_rows(&self) -> Result<()> {
+        let table = read_table(&self.path, "the limits file")?;
+        let email_col = table.require("email", "the student's email")?;
+        let by_line: HashMap<u64, &LimitsRow> = self.rows.iter().map(|r| (r.line, r)).collect();
+        write_atomic(&self.path, PLAIN_MODE, |w: &mut dyn Write| {
+            let mut out = CsvOut::new(w);
+            out.row(&table.headers)?;
+            for row in &table.rows {
+                let mut cells = row.cells.clone();
+                if let Some(r) = by_line.get(&row.line) {
+                    cells[email_col] = r.email.clone();
+                }
+                out.row(&cells)?;
+            }
+            out.finish()?;
+            Ok(())
         })
     }
 
@@ -152,10 +236,10 @@ impl LimitsFile {
         &self,
         keys: impl IntoIterator<Item = (&'a str, &'a str, &'a Key)>,
     ) -> Result<()> {
+        let merged = self.merged()?;
         let by_email: HashMap<String, &LimitsRow> =
-            self.rows.iter().map(|r| (email_key(&r.email), r)).collect();
-        let by_hash: HashMap<&str, &LimitsRow> = self
-            .rows
+            merged.iter().map(|r| (email_key(&r.email), r)).collect();
+        let by_hash: HashMap<&str, &LimitsRow> = merged
             .iter()
             .filter(|r| !r.hash.is_empty())
             .map(|r| (r.hash.as_str(), r))

@@ -287,12 +287,17 @@ impl<W: Write> CsvOut<W> {
 }
 
 /// Write `path` through a temp file in the same folder, created with `mode` from the first byte,
-/// then renamed over the old file: a crash never leaves half a file.
+/// then renamed over the old file: a crash never leaves half a file. A file being replaced keeps
+/// its mode where that is narrower (a roster made owner-only stays owner-only): never widened.
 pub fn write_atomic(
     path: &Path,
     mode: u32,
     fill: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
+    let mode = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => mode & m.permissions().mode() & 0o777,
+        _ => mode,
+    };
     let tmp = temp_beside(path, mode)?;
     let tmp = fill_temp(tmp, fill).with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path)

@@ -26,6 +26,13 @@ impl Student {
     }
 }
 
+/// What `Roster::edit` does with a row.
+pub enum RowEdit {
+    Keep,
+    Drop,
+    Email(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Roster {
     pub path: PathBuf,
@@ -127,6 +134,57 @@ impl Roster {
             });
         }
         Ok(())
+    }
+
+    /// Rewrite the file with some rows' email changed or rows removed, every other row and
+    /// column kept as read (line ends as the file's first line). Returns how many rows changed.
+    pub fn edit(&mut self, change: impl Fn(&str) -> RowEdit) -> Result<usize> {
+        let original = std::fs::read(&self.path)?;
+        let table = read_table(&self.path, "the roster")?;
+        let email_col = table.require("email", "each student's email")?;
+        let crlf = original
+            .iter()
+            .position(|b| *b == b'\n')
+            .is_some_and(|i| i > 0 && original[i - 1] == b'\r');
+        let header: Vec<String> = {
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .flexible(true)
+                .from_reader(
+                    original
+                        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+                        .unwrap_or(&original),
+                );
+            r.headers()?.iter().map(|h| h.to_string()).collect()
+        };
+        let mut changed = 0;
+        write_atomic(&self.path, PLAIN_MODE, |w: &mut dyn Write| {
+            let mut out = if crlf {
+                CsvOut::crlf(w)
+            } else {
+                CsvOut::new(w)
+            };
+            out.row(&header)?;
+            for row in &table.rows {
+                let mut cells = row.cells.clone();
+                match change(&cells[email_col]) {
+                    RowEdit::Keep => {}
+                    RowEdit::Drop => {
+                        changed += 1;
+                        continue;
+                    }
+                    RowEdit::Email(new) => {
+                        changed += 1;
+                        cells[email_col] = new;
+                    }
+                }
+                out.row(&cells)?;
+            }
+            out.finish()?;
+            Ok(())
+        })?;
+        *self = Roster::read(&self.path)?;
+        Ok(changed)
     }
 
     pub fn find(&self, email: &str) -> Option<&Student> {

@@ -22,6 +22,8 @@ use types::{CreditsData, ErrorBody, KeyData, KeyList};
 pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 /// `GET /keys` returns at most this many keys a page.
 pub const PAGE_SIZE: usize = 100;
+/// More pages than any account holds (100,000 keys at 100 a page).
+pub const MAX_PAGES: usize = 1000;
 
 /// The management key. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -175,12 +177,14 @@ impl Client {
         self.settings.jobs
     }
 
-    /// Every key of the account, disabled ones too, all pages, de-duplicated by hash.
+    /// Every key of the account, disabled ones too, all pages, de-duplicated by hash. Pages are
+    /// read until one comes back empty (a short page is not the last: a server may page by 50),
+    /// and never more than any account holds.
     pub fn list_keys(&self) -> Result<Vec<Key>, ApiError> {
         let mut keys = Vec::new();
         let mut seen = HashSet::new();
         let mut offset = 0;
-        loop {
+        for _ in 0..MAX_PAGES {
             let what = format!("listing keys (offset {offset})");
             let query = [
                 ("include_disabled", "true".to_string()),
@@ -196,12 +200,20 @@ impl Client {
                     new += 1;
                 }
             }
-            // A short page is the last; a page of nothing new means the server ignores offset.
-            if n < PAGE_SIZE || new == 0 {
+            // An empty page is the end; a page of nothing new means the server ignores offset.
+            if n == 0 || new == 0 {
                 return Ok(keys);
             }
             offset += n;
         }
+        Err(ApiError::Decode {
+            what: "listing keys".into(),
+            detail: format!(
+                "the account answered more than {MAX_PAGES} pages ({} keys) and kept going; no account holds that many: \
+                 check --base-url",
+                keys.len()
+            ),
+        })
     }
 
     pub fn get_key(&self, hash: &str) -> Result<Key, ApiError> {

@@ -51,6 +51,25 @@ const STEPS: &[Step] = &[
     ),
     // 3: the Python tool wrote naive local times; classkeys writes UTC RFC 3339 everywhere.
     Step::Rust(utc_timestamps),
+    // 4: the class ledger. `class_meta` holds what kind of account the class lives on and its
+    // tag; `key.owner` says whether a key is the class's (made, imported, adopted), a FIXME row
+    // the instructor has not claimed, or one they dismissed; `intent` journals every change to
+    // the account before it is sent (creates in progress move over from create_attempt).
+    Step::Sql(
+        "CREATE TABLE class_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+         ALTER TABLE key ADD COLUMN owner TEXT NOT NULL DEFAULT 'class';
+         ALTER TABLE student ADD COLUMN dropped_at TEXT;
+         UPDATE key SET owner = 'fixme' WHERE lower(trim(email)) LIKE '%@fixme.edu';
+         CREATE TABLE intent (id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL,
+             email TEXT NOT NULL, key_hash TEXT, key_name TEXT, body TEXT, prior TEXT,
+             before_hashes TEXT, started_at TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
+             settled_at TEXT, outcome TEXT);
+         CREATE INDEX intent_open ON intent(state);
+         INSERT INTO intent (action, email, key_name, started_at)
+             SELECT 'create', email, key_name, started_at FROM create_attempt
+             WHERE state IN ('pending', 'ambiguous');
+         UPDATE create_attempt SET state = 'moved' WHERE state IN ('pending', 'ambiguous');",
+    ),
 ];
 
 pub const LATEST: i64 = STEPS.len() as i64;
@@ -58,6 +77,8 @@ pub const LATEST: i64 = STEPS.len() as i64;
 const PYTHON_TABLES: &[&str] = &["changelog", "key", "student", "usage"];
 /// Tables a classkeys database of schema 2 or later has besides the Python ones.
 const CLASSKEYS_TABLES: &[&str] = &["create_attempt"];
+/// Tables a classkeys database of schema 4 or later has besides those.
+const LEDGER_TABLES: &[&str] = &["class_meta", "intent"];
 
 /// What kind of database a file holds, decided before anything is written to it.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,7 +109,9 @@ pub fn classify(conn: &Connection, shown: &str) -> Result<Kind> {
     let has = |names: &[&str]| names.iter().all(|n| tables.iter().any(|t| t == n));
     if version > 0 {
         // A user_version alone proves little: the tables classkeys made must be there.
-        let ours = has(PYTHON_TABLES) && (version < 2 || has(CLASSKEYS_TABLES));
+        let ours = has(PYTHON_TABLES)
+            && (version < 2 || has(CLASSKEYS_TABLES))
+            && (version < 4 || has(LEDGER_TABLES));
         if ours && has_python_key_table(conn)? {
             return Ok(Kind::Classkeys(version));
         }

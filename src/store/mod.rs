@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::domain::{AccountKind, IntentAction, Owner, Settled};
 use crate::openrouter::{Key, parse_time};
 pub use lock::ClassLock;
 use migrate::Kind;
@@ -29,15 +30,46 @@ pub struct KnownKey {
     pub email: String,
     pub key_name: String,
     pub deleted: bool,
+    pub owner: Owner,
+    pub has_secret: bool,
 }
 
-/// A create that was sent (or about to be) and whose outcome is not yet settled.
+/// A change to the account, journaled before it was sent and not yet settled.
 #[derive(Debug, Clone)]
-pub struct Attempt {
+pub struct Intent {
     pub id: i64,
+    pub action: IntentAction,
     pub email: String,
+    /// The key changed or deleted (none for a create).
+    pub hash: Option<String>,
     pub key_name: String,
+    /// The request body sent (JSON).
+    pub body: Option<String>,
+    /// The key as it was before the change.
+    pub prior: Option<Key>,
+    /// For a create: the keys of that name the account already had when it was sent
+    /// (none for creates journaled before schema 4, which fall back to the time).
+    pub before: Option<Vec<String>>,
     pub started_at: DateTime<Utc>,
+}
+
+/// An intent to journal.
+#[derive(Debug, Clone)]
+pub struct NewIntent {
+    pub action: IntentAction,
+    pub email: String,
+    pub hash: Option<String>,
+    pub key_name: String,
+    pub body: String,
+    pub prior: Option<Key>,
+    pub before: Option<Vec<String>>,
+}
+
+/// A key state to record, with whose it is.
+pub struct Seen<'a> {
+    pub key: &'a Key,
+    pub email: &'a str,
+    pub owner: Owner,
 }
 
 /// One audit row.
@@ -101,6 +133,8 @@ fn shown(path: &Path) -> String {
 /// reader takes it only if the file needs upgrading, and only while it does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
+    /// `init-db`: like Write, and an empty file becomes a new class.
+    Init,
     Write,
     Read,
 }
@@ -109,7 +143,7 @@ impl Store {
     /// `init-db`: create the file owner-only (or upgrade an existing one). Returns what it did.
     pub fn init(path: &Path) -> Result<String> {
         if path.exists() {
-            let (store, notice) = Store::open_as(path, Access::Write)?;
+            let (store, notice) = Store::open_as(path, Access::Init)?;
             if let Some(notice) = notice {
                 return Ok(notice);
             }
@@ -133,7 +167,7 @@ impl Store {
                     shown(path)
                 )
             })?;
-        Store::open_as(path, Access::Write)?;
+        Store::open_as(path, Access::Init)?;
         Ok(format!(
             "created {} (owner-only, schema {})",
             shown(path),
@@ -176,7 +210,14 @@ impl Store {
         let mut kind = migrate::classify(&conn, &shown(path))?;
         let current = kind == Kind::Classkeys(SCHEMA_VERSION);
         let mut lock = None;
-        if access == Access::Write || !current {
+        if kind == Kind::Empty && access != Access::Init {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            return Err(crate::error::input(format!(
+                "{} is empty ({size} bytes): it is not a class's keys.db (a copy that went wrong, or a file                  emptied by accident); it was left untouched. Restore it from a backup, or, for a new class,                  run `classkeys init-db`",
+                shown(path)
+            )));
+        }
+        if access != Access::Read || !current {
             lock = Some(ClassLock::acquire(path)?);
             if !current {
                 // Another classkeys may have upgraded it while this one waited for the lock.
@@ -209,7 +250,8 @@ impl Store {
 
     pub fn known_keys(&self) -> Result<Vec<KnownKey>> {
         let mut stmt = self.conn.prepare(
-            "SELECT key_hash, COALESCE(email, ''), COALESCE(key_name, ''), deleted_at IS NOT NULL
+            "SELECT key_hash, COALESCE(email, ''), COALESCE(key_name, ''), deleted_at IS NOT NULL, owner,
+                    api_key IS NOT NULL AND api_key != ''
              FROM key ORDER BY created_at, key_hash",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -218,8 +260,50 @@ impl Store {
                 email: r.get(1)?,
                 key_name: r.get(2)?,
                 deleted: r.get(3)?,
+                owner: Owner::parse(&r.get::<_, String>(4)?),
+                has_secret: r.get(5)?,
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A setting of the class (`class_meta`).
+    pub fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM class_meta WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_meta(&mut self, name: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO class_meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .with_context(|| format!("saving the class's {name} in keys.db"))?;
+        Ok(())
+    }
+
+    /// The kind of account this keys.db belongs to, if a command has said so yet.
+    pub fn account_kind(&self) -> Result<Option<AccountKind>> {
+        Ok(self
+            .meta("account")?
+            .as_deref()
+            .and_then(AccountKind::parse))
+    }
+
+    /// Emails of students dropped with `drop-student`.
+    pub fn dropped(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT email FROM student WHERE dropped_at IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -237,7 +321,7 @@ impl Store {
         &mut self,
         at: DateTime<Utc>,
         students: &[(&str, &str)],
-        keys: &[(&Key, &str)],
+        keys: &[Seen],
     ) -> Result<()> {
         let at = stamp(at);
         let tx = self.conn.transaction()?;
@@ -252,73 +336,108 @@ impl Store {
             let mut usage = tx.prepare_cached(
                 "INSERT INTO usage (key_hash, usage, checked_at, credit_limit, disabled) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (key, email) in keys {
-                upsert_key(&tx, key, email)?;
-                usage.execute(params![key.hash, key.usage, at, key.limit, key.disabled])?;
+            for seen in keys {
+                upsert_key(&tx, seen.key, seen.email, seen.owner)?;
+                // Usage is the class's history: FIXME keys are not the class's.
+                if seen.owner == Owner::Class {
+                    let k = seen.key;
+                    usage.execute(params![k.hash, k.usage, at, k.limit, k.disabled])?;
+                }
             }
         }
         tx.commit().context("saving usage to keys.db")?;
         Ok(())
     }
 
-    /// Before any create is sent: one row per planned key, in one transaction.
-    pub fn begin_attempts(
-        &mut self,
-        at: DateTime<Utc>,
-        planned: &[(&str, &str)],
-    ) -> Result<Vec<i64>> {
-        let at = stamp(at);
+    /// Before any change is sent: one journal row per change, in one transaction.
+    pub fn journal(&mut self, intents: &[NewIntent]) -> Result<Vec<i64>> {
+        let at = stamp(Utc::now());
         let tx = self.conn.transaction()?;
-        let mut ids = Vec::with_capacity(planned.len());
+        let mut ids = Vec::with_capacity(intents.len());
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO create_attempt (email, key_name, started_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO intent (action, email, key_hash, key_name, body, prior, before_hashes, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            for (email, key_name) in planned {
-                stmt.execute(params![email, key_name, at])?;
+            for i in intents {
+                let prior = i.prior.as_ref().map(serde_json::to_string).transpose()?;
+                let before = i.before.as_ref().map(|b| b.join(","));
+                stmt.execute(params![
+                    i.action.as_str(),
+                    i.email,
+                    i.hash,
+                    i.key_name,
+                    i.body,
+                    prior,
+                    before,
+                    at
+                ])?;
                 ids.push(tx.last_insert_rowid());
             }
         }
-        tx.commit().context("recording planned keys in keys.db")?;
+        tx.commit()
+            .context("journaling the planned changes in keys.db (nothing was sent)")?;
         Ok(ids)
     }
 
-    pub fn pending_attempts(&self) -> Result<Vec<Attempt>> {
+    /// Every journaled change not yet settled, oldest first.
+    pub fn open_intents(&self) -> Result<Vec<Intent>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, email, key_name, started_at FROM create_attempt WHERE state IN ('pending', 'ambiguous') ORDER BY id",
+            "SELECT id, action, email, key_hash, COALESCE(key_name, ''), body, prior, before_hashes, started_at
+             FROM intent WHERE state = 'open' ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            let at: String = r.get(3)?;
-            Ok(Attempt {
-                id: r.get(0)?,
-                email: r.get(1)?,
-                key_name: r.get(2)?,
-                started_at: parse_time(&at).unwrap_or_else(Utc::now),
-            })
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, String>(8)?,
+            ))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, action, email, hash, key_name, body, prior, before, at) = row?;
+            let Some(action) = IntentAction::parse(&action) else {
+                continue;
+            };
+            out.push(Intent {
+                id,
+                action,
+                email,
+                hash,
+                key_name,
+                body,
+                prior: prior.and_then(|p| serde_json::from_str(&p).ok()),
+                before: before.map(|b| {
+                    b.split(',')
+                        .filter(|h| !h.is_empty())
+                        .map(String::from)
+                        .collect()
+                }),
+                started_at: parse_time(&at).unwrap_or_else(Utc::now),
+            });
+        }
+        Ok(out)
     }
 
-    /// Settle attempts: `ambiguous` (may exist), `failed` (surely not made), `resolved` (looked for and settled).
-    pub fn settle_attempts(&mut self, ids: &[i64], state: &str) -> Result<()> {
-        let at = stamp(Utc::now());
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE create_attempt SET state = ?1, finished_at = ?2 WHERE id = ?3",
-            )?;
-            for id in ids {
-                stmt.execute(params![state, at, id])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    /// Settle intents that changed nothing worth a changelog row (refused, never sent).
+    pub fn settle(&mut self, ids: &[i64], how: Settled) -> Result<()> {
+        self.record_changes(
+            &ids.iter().map(|i| (*i, how)).collect::<Vec<_>>(),
+            None,
+            &[],
+        )
     }
 
     /// The moment a create answers: its hash and secret, the key row and the audit row, committed at once.
     pub fn record_created(
         &mut self,
-        attempt: Option<i64>,
+        intent: Option<i64>,
         email: &str,
         name: &str,
         key: &Key,
@@ -331,7 +450,7 @@ impl Store {
             "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
             params![email, name, at],
         )?;
-        upsert_key(&tx, key, email)?;
+        upsert_key(&tx, key, email, Owner::Class)?;
         tx.execute(
             "UPDATE key SET api_key = ?1 WHERE key_hash = ?2",
             params![secret, key.hash],
@@ -346,27 +465,33 @@ impl Store {
         for change in std::iter::once(&created).chain(extra) {
             insert_change(&tx, change, &at)?;
         }
-        if let Some(id) = attempt {
-            tx.execute(
-                "UPDATE create_attempt SET state = 'done', key_hash = ?1, finished_at = ?2 WHERE id = ?3",
-                params![key.hash, at, id],
-            )?;
+        if let Some(id) = intent {
+            settle_intent(&tx, id, Settled::Landed, Some(&key.hash), &at)?;
         }
         tx.commit()
             .with_context(|| format!("saving the secret of new key {} to keys.db", key.name))?;
         Ok(())
     }
 
-    /// A key changed on the account: its new state and its audit rows, in one transaction.
-    pub fn record_changes(&mut self, key: Option<(&Key, &str)>, changes: &[Change]) -> Result<()> {
+    /// A change settled: the intents it settles, the key's new state and its audit rows, in one
+    /// transaction.
+    pub fn record_changes(
+        &mut self,
+        settle: &[(i64, Settled)],
+        key: Option<(&Key, &str)>,
+        changes: &[Change],
+    ) -> Result<()> {
         let at = stamp(Utc::now());
         let tx = self.conn.transaction()?;
+        for (id, how) in settle {
+            settle_intent(&tx, *id, *how, None, &at)?;
+        }
         if let Some((key, email)) = key {
-            upsert_key(&tx, key, email)?;
+            upsert_key(&tx, key, email, Owner::Class)?;
         }
         for change in changes {
             insert_change(&tx, change, &at)?;
-            if change.action == "deleted" {
+            if matches!(change.action, "deleted" | "deleted_outside") {
                 tx.execute(
                     "UPDATE key SET deleted_at = ?1 WHERE key_hash = ?2",
                     params![at, change.hash],
@@ -374,6 +499,101 @@ impl Store {
             }
         }
         tx.commit().context("saving changes to keys.db")?;
+        Ok(())
+    }
+
+    /// Record whose a key is (adopted for a student, kept as a FIXME row, or dismissed), with
+    /// the audit row that says why, in one transaction.
+    pub fn set_owner(
+        &mut self,
+        key: &Key,
+        email: &str,
+        name: &str,
+        owner: Owner,
+        change: Option<&Change>,
+    ) -> Result<()> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        if owner == Owner::Class {
+            tx.execute(
+                "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
+                params![email, name, at],
+            )?;
+        }
+        upsert_key(&tx, key, email, owner)?;
+        if let Some(change) = change {
+            insert_change(&tx, change, &at)?;
+        }
+        tx.commit().context("saving whose a key is in keys.db")?;
+        Ok(())
+    }
+
+    /// `change-email`: the student, their keys and their history move to the new email.
+    /// Returns how many keys moved.
+    pub fn change_email(&mut self, old: &str, new: &str, name: &str) -> Result<usize> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(email) DO UPDATE SET name = excluded.name, dropped_at = NULL",
+            params![new, name, at],
+        )?;
+        let hashes: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT key_hash FROM key WHERE lower(email) = lower(?1)")?;
+            stmt.query_map([old], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute(
+            "UPDATE key SET email = ?1, owner = 'class' WHERE lower(email) = lower(?2)",
+            params![new, old],
+        )?;
+        tx.execute(
+            "UPDATE student SET dropped_at = ?1 WHERE lower(email) = lower(?2) AND lower(email) != lower(?3)",
+            params![at, old, new],
+        )?;
+        for hash in hashes
+            .iter()
+            .map(Some)
+            .chain(hashes.is_empty().then_some(None))
+        {
+            insert_change(
+                &tx,
+                &Change {
+                    hash: hash.cloned().unwrap_or_default(),
+                    email: new.to_string(),
+                    action: "email_changed",
+                    old: Some(old.to_string()),
+                    new: Some(new.to_string()),
+                },
+                &at,
+            )?;
+        }
+        tx.commit().context("saving the new email in keys.db")?;
+        Ok(hashes.len())
+    }
+
+    /// `drop-student`: the student leaves the class; their history stays.
+    pub fn mark_dropped(&mut self, email: &str, name: &str) -> Result<()> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO student (email, name, created_at, dropped_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT(email) DO UPDATE SET dropped_at = excluded.dropped_at",
+            params![email, name, at],
+        )?;
+        insert_change(
+            &tx,
+            &Change {
+                hash: String::new(),
+                email: email.to_string(),
+                action: "dropped",
+                old: Some(name.to_string()),
+                new: None,
+            },
+            &at,
+        )?;
+        tx.commit()
+            .context("recording the dropped student in keys.db")?;
         Ok(())
     }
 
@@ -395,7 +615,7 @@ impl Store {
             "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
             params![email, name, at],
         )?;
-        upsert_key(&tx, key, email)?;
+        upsert_key(&tx, key, email, Owner::Class)?;
         tx.execute(
             "UPDATE key SET api_key = ?1 WHERE key_hash = ?2",
             params![secret, key.hash],
@@ -417,7 +637,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT k.email, COALESCE(s.name, ''), k.api_key, COALESCE(k.key_name, ''), k.credit_limit, COALESCE(k.disabled, 0)
              FROM key k LEFT JOIN student s ON s.email = k.email
-             WHERE k.api_key IS NOT NULL AND k.api_key != '' AND k.deleted_at IS NULL
+             WHERE k.api_key IS NOT NULL AND k.api_key != '' AND k.deleted_at IS NULL AND k.owner = 'class'
              ORDER BY k.email, k.created_at",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -438,7 +658,8 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT k.key_hash, COALESCE(k.email, ''), COALESCE(s.name, ''), COALESCE(k.key_name, ''), k.credit_limit,
                     COALESCE(k.disabled, 0), k.deleted_at IS NOT NULL, k.created_at
-             FROM key k LEFT JOIN student s ON s.email = k.email ORDER BY s.name, k.email",
+             FROM key k LEFT JOIN student s ON s.email = k.email WHERE k.owner = 'class'
+             ORDER BY s.name, k.email",
         )?;
         let rows = stmt.query_map([], |r| {
             let created: Option<String> = r.get(7)?;
@@ -458,9 +679,11 @@ impl Store {
 
     /// The whole usage history, oldest first.
     pub fn usage_history(&self) -> Result<Vec<UsagePoint>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key_hash, COALESCE(usage, 0), checked_at FROM usage WHERE key_hash IS NOT NULL ORDER BY checked_at, id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT u.key_hash, COALESCE(u.usage, 0), u.checked_at FROM usage u
+                 JOIN key k ON k.key_hash = u.key_hash AND k.owner = 'class'
+                 ORDER BY u.checked_at, u.id",
+        )?;
         let rows = stmt.query_map([], |r| {
             let at: String = r.get(2)?;
             Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?, at))
@@ -476,17 +699,37 @@ impl Store {
     }
 }
 
-fn upsert_key(tx: &rusqlite::Transaction, key: &Key, email: &str) -> rusqlite::Result<()> {
+fn settle_intent(
+    tx: &rusqlite::Transaction,
+    id: i64,
+    how: Settled,
+    hash: Option<&str>,
+    at: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE intent SET state = 'settled', outcome = ?1, settled_at = ?2,
+             key_hash = COALESCE(?3, key_hash) WHERE id = ?4",
+    )?
+    .execute(params![how.as_str(), at, hash, id])?;
+    Ok(())
+}
+
+fn upsert_key(
+    tx: &rusqlite::Transaction,
+    key: &Key,
+    email: &str,
+    owner: Owner,
+) -> rusqlite::Result<()> {
     let created = key.created().map(stamp).or_else(|| key.created_at.clone());
     tx.prepare_cached(
         "INSERT INTO key (key_hash, email, key_name, created_at, credit_limit, disabled, label, limit_reset,
-                          expires_at, usage, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                          expires_at, usage, updated_at, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT(key_hash) DO UPDATE SET email = excluded.email, key_name = excluded.key_name,
              credit_limit = excluded.credit_limit, disabled = excluded.disabled, label = excluded.label,
              limit_reset = excluded.limit_reset, expires_at = excluded.expires_at, usage = excluded.usage,
              updated_at = excluded.updated_at, created_at = COALESCE(key.created_at, excluded.created_at),
-             deleted_at = NULL",
+             deleted_at = NULL, owner = excluded.owner",
     )?
     .execute(params![
         key.hash,
@@ -499,7 +742,8 @@ fn upsert_key(tx: &rusqlite::Transaction, key: &Key, email: &str) -> rusqlite::R
         key.limit_reset,
         key.expires_at,
         key.usage,
-        key.updated_at
+        key.updated_at,
+        owner.as_str()
     ])?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Coming from manage_keys.py (issue 7): a class folder the Python tool wrote (its keys.db,
 //! roster.csv, limits.csv, api_keys_*.csv) and the account it ran against, from
-//! shared/fixtures/python-original-keys-db.
+//! tests/fixtures/python-original-keys-db (a copy of what the Python tool wrote).
 
 use std::path::{Path, PathBuf};
 
@@ -11,21 +11,32 @@ use crate::common::*;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/python-original-keys-db"
+    "/tests/fixtures/python-original-keys-db"
 );
 const API_KEYS: &str = "api_keys_20261127_100834.csv";
 /// The words of the one message that says keys.db was upgraded.
 const UPGRADED: &str = "from manage_keys.py";
 
+/// A fixture file's path; a missing one fails the test with the path it looked for.
 fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURE).join(name)
+    let path = Path::new(FIXTURE).join(name);
+    assert!(
+        path.is_file(),
+        "fixture missing: {} (the repository's tests/fixtures must hold it)",
+        path.display()
+    );
+    path
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = fixture(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
 /// Copy a read-only fixture file into the class folder with the mode given.
 fn copy_in(class: &Class, name: &str, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    let bytes =
-        std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("fixture {name} ({FIXTURE}): {e}"));
+    let bytes = fixture_bytes(name);
     let to = class.path(name);
     std::fs::write(&to, bytes).unwrap();
     std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -42,7 +53,8 @@ fn python_class() -> Class {
 }
 
 fn state() -> Vec<Value> {
-    let text = std::fs::read_to_string(fixture("openrouter-state.json")).unwrap();
+    let text = String::from_utf8(fixture_bytes("openrouter-state.json"))
+        .expect("the fixture state is UTF-8");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -149,7 +161,7 @@ fn limits_row<'a>(
 async fn every_command_that_opens_the_python_db_upgrades_it_once() {
     let latest = latest();
     assert!(latest >= 3, "schema {latest}");
-    let original = std::fs::read(fixture("keys.db")).unwrap();
+    let original = fixture_bytes("keys.db");
     let facts = python_facts(&fixture("keys.db"));
     let masked: Vec<(String, String)> = {
         let conn = read_only(&fixture("keys.db"));
@@ -162,20 +174,21 @@ async fn every_command_that_opens_the_python_db_upgrades_it_once() {
     assert_eq!(masked.len(), 5);
     assert!(masked.iter().all(|(_, label)| label.contains("...")));
 
-    // (arguments, needs the account, usage rows the command itself adds, changelog rows it adds)
+    // (arguments, needs the account, usage rows the command itself adds, changelog rows it adds).
+    // The FIXME row's key is not the class's: the four students' keys get usage rows.
     let commands: Vec<(Vec<&str>, bool, i64, i64)> = vec![
-        (vec!["check"], true, 5, 0),
-        (vec!["provision"], true, 5, 0),
+        (vec!["check"], true, 4, 0),
+        (vec!["provision"], true, 4, 0),
         (vec!["provision", "--dry-run"], true, 0, 0),
-        (vec!["update"], true, 5, 0),
-        (vec!["refresh-limits-file"], true, 5, 0),
+        (vec!["update"], true, 4, 0),
+        (vec!["refresh-limits-file"], true, 4, 0),
         (
             vec!["disable", "--email", "ada@uni.edu", "--dry-run"],
             true,
             0,
             0,
         ),
-        (vec!["import-keys", API_KEYS], true, 5, 4),
+        (vec!["import-keys", API_KEYS], true, 4, 4),
         (vec!["export-keys"], false, 0, 0),
         (vec!["init-db"], false, 0, 0),
     ];
@@ -396,7 +409,7 @@ async fn provision_against_the_python_account_creates_nothing() {
     // The roster is as the Python tool wrote it.
     assert_eq!(
         std::fs::read(class.path("roster.csv")).unwrap(),
-        std::fs::read(fixture("roster.csv")).unwrap()
+        fixture_bytes("roster.csv")
     );
 }
 
@@ -438,22 +451,27 @@ async fn check_on_the_python_folder_adds_usage_and_no_fixme_rows() {
     let report = json(&out);
     assert_eq!(report["added_to_roster"], serde_json::json!([]), "{report}");
     assert_eq!(report["without_key"], serde_json::json!([]), "{report}");
-    assert_eq!(report["students"].as_array().unwrap().len(), 5);
+    // Four students; the Python tool's FIXME row is listed apart, not counted.
+    assert_eq!(report["students"].as_array().unwrap().len(), 4);
+    assert_eq!(report["fixme"][0]["email"], "barbara.liskov@FIXME.edu");
+    assert_eq!(report["fixme"][0]["usage"], 0.25);
     assert_eq!(
         std::fs::read(class.path("roster.csv")).unwrap(),
-        std::fs::read(fixture("roster.csv")).unwrap(),
+        fixture_bytes("roster.csv"),
         "no new FIXME rows"
     );
-    assert_eq!(class.count("SELECT COUNT(*) FROM usage"), 24);
+    assert_eq!(class.count("SELECT COUNT(*) FROM usage"), 23);
     assert_eq!(
         class.count("SELECT COUNT(*) FROM usage WHERE id > 19 AND credit_limit IS NOT NULL"),
-        5
+        4
     );
     let snap = class.files("snapshot_");
     assert_eq!(snap.len(), 1);
     let rows = csv_rows(&snap[0]);
-    let barbara = limits_row(&rows, "barbara.liskov@FIXME.edu");
-    assert_eq!(barbara["usage"], "0.25");
+    assert!(
+        rows.iter()
+            .all(|r| r["email"] != "barbara.liskov@FIXME.edu")
+    );
     let ada = limits_row(&rows, "ada@uni.edu");
     assert_eq!(ada["usage"], "0.75");
 
@@ -461,7 +479,7 @@ async fn check_on_the_python_folder_adds_usage_and_no_fixme_rows() {
     fake.add_key("20261127_Donald Knuth", Some(2.0), false, 0.0);
     let out = class.cmd(&fake).arg("check").output().unwrap();
     assert!(out.status.success(), "{}", output(&out));
-    let mut want = std::fs::read(fixture("roster.csv")).unwrap();
+    let mut want = fixture_bytes("roster.csv");
     want.extend_from_slice(b"donald.knuth@FIXME.edu,Donald Knuth\r\n");
     assert_eq!(
         String::from_utf8(std::fs::read(class.path("roster.csv")).unwrap()).unwrap(),
@@ -477,7 +495,7 @@ async fn update_reads_the_python_limits_file_as_it_is() {
     assert!(out.status.success(), "{}", output(&out));
     assert_eq!(fake.count("PATCH").await, 0, "{}", output(&out));
     assert!(
-        stdout(&out).contains("updated 0 key(s); 4 already as targeted; 0 skipped"),
+        stdout(&out).contains("updated 0 key(s); 3 already as targeted; 1 skipped"),
         "{}",
         output(&out)
     );
@@ -487,10 +505,10 @@ async fn update_reads_the_python_limits_file_as_it_is() {
     let emails: Vec<&str> = rows.iter().map(|r| r["email"].as_str()).collect();
     assert_eq!(
         emails,
+        // The FIXME row's key is not the class's: it leaves limits.csv, never changed by `update`.
         vec![
             "ada@uni.edu",
             "alan@uni.edu",
-            "barbara.liskov@FIXME.edu",
             "edsger@uni.edu",
             "grace@uni.edu"
         ]
@@ -563,7 +581,7 @@ async fn refresh_limits_file_keeps_python_targets_and_adds_grace() {
         .unwrap();
     assert!(out.status.success(), "{}", output(&out));
     let report = json(&out);
-    assert_eq!(report["rows"], 5, "{report}");
+    assert_eq!(report["rows"], 4, "{report}");
     assert_eq!(
         report["target_differs"],
         serde_json::json!(["alan@uni.edu"]),
@@ -571,14 +589,16 @@ async fn refresh_limits_file_keeps_python_targets_and_adds_grace() {
     );
     assert_eq!(fake.count("PATCH").await, 0);
     let rows = csv_rows(&class.path("limits.csv"));
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 4);
     let alan = limits_row(&rows, "alan@uni.edu");
     assert_eq!(
         (alan["target_limit"].as_str(), alan["actual_limit"].as_str()),
         ("7.0", "5.0")
     );
-    let barbara = limits_row(&rows, "barbara.liskov@FIXME.edu");
-    assert_eq!(barbara["target_limit"], "3.0");
+    assert!(
+        rows.iter()
+            .all(|r| r["email"] != "barbara.liskov@FIXME.edu")
+    );
     let grace = limits_row(&rows, "grace@uni.edu");
     assert_eq!(
         (
@@ -702,9 +722,7 @@ async fn import_keys_refuses_files_without_secrets_and_reports_unmatched_rows() 
         "{}",
         output(&out)
     );
-    assert!(
-        std::fs::read(class.path("keys.db")).unwrap() == std::fs::read(fixture("keys.db")).unwrap()
-    );
+    assert!(std::fs::read(class.path("keys.db")).unwrap() == fixture_bytes("keys.db"));
     assert!(class.files("keys.db.bak-").is_empty());
     assert!(fake.requests().await.is_empty());
 
@@ -801,7 +819,7 @@ async fn foreign_databases_are_refused_untouched() {
     let python_plus = {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        std::fs::write(&path, std::fs::read(fixture("keys.db")).unwrap()).unwrap();
+        std::fs::write(&path, fixture_bytes("keys.db")).unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("CREATE TABLE grades (email TEXT, grade TEXT);")
             .unwrap();

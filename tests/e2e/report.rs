@@ -426,7 +426,14 @@ fn readme_class() {
             .enumerate()
             .filter_map(|(i, r)| r.3[n].map(|u| (key(i, u), r.0)))
             .collect();
-        let refs: Vec<(&Key, &str)> = keys.iter().map(|(k, e)| (k, *e)).collect();
+        let refs: Vec<classkeys::store::Seen> = keys
+            .iter()
+            .map(|(k, e)| classkeys::store::Seen {
+                key: k,
+                email: e,
+                owner: classkeys::domain::Owner::Class,
+            })
+            .collect();
         store.record_state(*t, &students, &refs).unwrap();
         let rows: Vec<(&str, &str, &Key)> = keys
             .iter()
@@ -442,7 +449,7 @@ fn readme_class() {
                 old: Some(old.name.clone()),
                 new: None,
             };
-            store.record_changes(None, &[change]).unwrap();
+            store.record_changes(&[], None, &[change]).unwrap();
         }
     }
 }

@@ -216,7 +216,7 @@ async fn two_concurrent_runs_make_no_duplicate() {
     assert!(b.status.success(), "{}", stderr(&b));
     let waited = stderr(&a) + &stderr(&b);
     assert!(
-        waited.contains("another classkeys is working on"),
+        waited.contains("another classkeys (pid ") && waited.contains("is working on"),
         "{waited}"
     );
     assert_one_key_each_with_secret(&class, &fake, 20);

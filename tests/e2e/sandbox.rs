@@ -367,47 +367,36 @@ fn the_environment_variable_is_the_same_as_the_flag() {
     assert_eq!(student(&report, "k2@uni.edu")["usage"], 0.25);
     assert_eq!(student(&report, "ada@uni.edu")["usage"], 0.3);
     assert_eq!(student(&report, "ada@uni.edu")["limit"], 3.0);
-    // CLASSKEYS_SANDBOX=0 is not the sandbox: with no management key, nothing runs.
+    // CLASSKEYS_SANDBOX=0 is not the sandbox: this rehearsal's keys.db refuses a real run.
     let out = bare(class.dir.path())
         .env("CLASSKEYS_SANDBOX", "0")
+        .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
         .arg("check")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to the sandbox"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
-fn spend_and_reset_need_the_sandbox_and_good_input() {
+fn spend_and_reset_need_no_flag_and_good_input() {
     let class = Class::new("email,name\nada@uni.edu,Ada Lovelace\n");
     let dir = class.dir.path();
-    for args in [
-        vec![
-            "sandbox",
-            "spend",
-            "--email",
-            "ada@uni.edu",
-            "--amount",
-            "1",
-        ],
-        vec!["sandbox", "reset"],
-    ] {
-        let out = bare(dir).args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = stderr(&out);
-        assert!(
-            err.contains("--sandbox") && err.contains("sandbox account"),
-            "{err}"
-        );
-    }
-    assert!(!class.path("sandbox.json").exists(), "nothing was changed");
-
+    // The subcommand names the sandbox: no --sandbox needed, and no management key.
+    let out = bare(dir).args(["sandbox", "reset"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SANDBOX"), "{}", stderr(&out));
     ok({
         let mut c = sb(dir);
         c.arg("init-db");
         c
     });
     // No key yet.
-    let out = sb(dir)
+    let out = bare(dir)
         .args([
             "sandbox",
             "spend",

@@ -1,0 +1,587 @@
+//! The one executor of changes to the account. Every create, PATCH and delete of every command
+//! goes through `execute`: each change is journaled in keys.db before it is sent, sent through
+//! the pool with a progress bar, and settled the moment its answer arrives (the key's new state,
+//! its secret, its changelog row and the journal entry in one transaction). A change whose
+//! answer never came stays open in the journal; the next run settles it against the account
+//! (`settle`).
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+
+use crate::commands::class::Class;
+use crate::context::Ctx;
+use crate::domain::{IntentAction, Settled};
+use crate::openrouter::{ApiError, Key, NewKey, Patch};
+use crate::reconcile::{self, changes};
+use crate::store::{Change, Intent, NewIntent};
+use crate::{fault, pool};
+
+/// Why a key is deleted: said in its changelog row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteWhy {
+    /// `delete` or `drop-student --delete`.
+    Asked,
+    /// The old key of a rotation, replaced by this one.
+    Rotated { new_hash: String },
+    /// Made by a create whose answer never arrived: nobody has its secret.
+    Leftover,
+}
+
+/// One change to the account.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Create {
+        email: String,
+        name: String,
+        new: NewKey,
+    },
+    Patch {
+        email: String,
+        before: Key,
+        patch: Patch,
+    },
+    Delete {
+        email: String,
+        key: Key,
+        why: DeleteWhy,
+    },
+}
+
+impl Op {
+    pub fn email(&self) -> &str {
+        match self {
+            Op::Create { email, .. } | Op::Patch { email, .. } | Op::Delete { email, .. } => email,
+        }
+    }
+
+    fn intent(&self, account: &[Key]) -> NewIntent {
+        match self {
+            Op::Create { email, new, .. } => NewIntent {
+                action: IntentAction::Create,
+                email: email.clone(),
+                hash: None,
+                key_name: new.name.clone(),
+                body: serde_json::to_string(new).unwrap_or_default(),
+                prior: None,
+                before: Some(
+                    account
+                        .iter()
+                        .filter(|k| k.name == new.name)
+                        .map(|k| k.hash.clone())
+                        .collect(),
+                ),
+            },
+            Op::Patch {
+                email,
+                before,
+                patch,
+            } => NewIntent {
+                action: IntentAction::Patch,
+                email: email.clone(),
+                hash: Some(before.hash.clone()),
+                key_name: before.name.clone(),
+                body: serde_json::to_string(patch).unwrap_or_default(),
+                prior: Some(before.clone()),
+                before: None,
+            },
+            Op::Delete { email, key, why } => NewIntent {
+                action: IntentAction::Delete,
+                email: email.clone(),
+                hash: Some(key.hash.clone()),
+                key_name: key.name.clone(),
+                body: match why {
+                    DeleteWhy::Leftover => "leftover".into(),
+                    DeleteWhy::Rotated { new_hash } => format!("rotated to {new_hash}"),
+                    DeleteWhy::Asked => String::new(),
+                },
+                prior: Some(key.clone()),
+                before: None,
+            },
+        }
+    }
+}
+
+/// What one change came to.
+#[derive(Debug)]
+pub enum Done {
+    Created { key: Key, secret: String },
+    Patched(Key),
+    Deleted,
+}
+
+/// What a batch came to.
+#[derive(Default)]
+pub struct Applied {
+    /// Each change that went through, in the order the answers came.
+    pub done: Vec<(Op, Done)>,
+    /// The request that stopped the batch (nothing new was sent after it).
+    pub failure: Option<(String, ApiError)>,
+    /// Hashes of keys left by unclear creates that were found and deleted.
+    pub discarded: Vec<String>,
+}
+
+impl Applied {
+    pub fn created(&self) -> impl Iterator<Item = (&str, &str, &Key, &str)> {
+        self.done.iter().filter_map(|(op, d)| match (op, d) {
+            (Op::Create { email, name, .. }, Done::Created { key, secret }) => {
+                Some((email.as_str(), name.as_str(), key, secret.as_str()))
+            }
+            _ => None,
+        })
+    }
+    pub fn patched(&self, hash: &str) -> bool {
+        self.done
+            .iter()
+            .any(|(op, d)| matches!((op, d), (Op::Patch { before, .. }, Done::Patched(_)) if before.hash == hash))
+    }
+    pub fn deleted(&self) -> impl Iterator<Item = &Key> {
+        self.done.iter().filter_map(|(op, d)| match (op, d) {
+            (Op::Delete { key, .. }, Done::Deleted) => Some(key),
+            _ => None,
+        })
+    }
+}
+
+/// Send every change: journal, pool, settle, record. Creates whose answer was unclear are
+/// looked for, deleted if found (nobody has their secret) and made again, up to three rounds.
+pub fn execute(ctx: &Ctx, class: &mut Class, ops: Vec<Op>, what: &str) -> Result<Applied> {
+    let mut applied = Applied::default();
+    let mut todo = ops;
+    for round in 0..3 {
+        if todo.is_empty() || applied.failure.is_some() {
+            break;
+        }
+        let again = one_round(ctx, class, todo, what, round, &mut applied)?;
+        if again.is_empty() || applied.failure.is_some() {
+            todo = again;
+            break;
+        }
+        // Look once at the account for what the unclear creates made, delete it, make them again.
+        class.account = class.client.list_keys()?;
+        class.refresh_known()?;
+        let discarded = settle_creates(ctx, class, true)?;
+        applied.discarded.extend(discarded);
+        todo = again;
+    }
+    if applied.failure.is_none() && !todo.is_empty() {
+        let who: Vec<&str> = todo.iter().map(Op::email).collect();
+        applied.failure = Some((
+            who.join(", "),
+            ApiError::GaveUp {
+                what: "creating keys".into(),
+                tries: 3,
+                secs: 0,
+                detail: "OpenRouter never answered clearly".into(),
+            },
+        ));
+    }
+    Ok(applied)
+}
+
+/// One pass over the changes. Returns the creates whose outcome is unclear.
+fn one_round(
+    ctx: &Ctx,
+    class: &mut Class,
+    ops: Vec<Op>,
+    what: &str,
+    round: usize,
+    applied: &mut Applied,
+) -> Result<Vec<Op>> {
+    let intents: Vec<NewIntent> = ops.iter().map(|o| o.intent(&class.account)).collect();
+    let ids = class.store.journal(&intents)?;
+    let items: Vec<(Op, i64)> = ops.into_iter().zip(ids).collect();
+    let label = if round == 0 {
+        what.to_string()
+    } else {
+        format!("{what} again")
+    };
+    let bar = ctx.ui.progress(items.len(), &label);
+    let mut unclear: Vec<Op> = Vec::new();
+    let mut handed: HashSet<i64> = HashSet::new();
+    let mut store_error = None;
+    let mut answered: Vec<Key> = Vec::new();
+    let mut gone: Vec<String> = Vec::new();
+    {
+        let Class { client, store, .. } = class;
+        let client = &*client;
+        pool::run(
+            client.jobs(),
+            &items,
+            |(op, _)| {
+                let r = send(client, op);
+                if r.is_ok() {
+                    fault::point(match op {
+                        Op::Create { .. } => "create-answered",
+                        _ => "change-answered",
+                    });
+                }
+                r
+            },
+            |r| matches!(r, Err(e) if !e.is_ambiguous()),
+            |(op, id), result| {
+                bar.inc(1);
+                handed.insert(*id);
+                match result {
+                    Ok(done) => {
+                        let saved = match (op, &done) {
+                            (Op::Create { email, name, .. }, Done::Created { key, secret }) => {
+                                store
+                                    .record_created(Some(*id), email, name, key, secret, &[])
+                                    .map(|_| fault::point("create-saved"))
+                            }
+                            (Op::Patch { email, before, .. }, Done::Patched(after)) => store
+                                .record_changes(
+                                    &[(*id, Settled::Landed)],
+                                    Some((after, email)),
+                                    &changes(email, before, after),
+                                ),
+                            (Op::Delete { email, key, why }, Done::Deleted) => store
+                                .record_changes(
+                                    &[(*id, Settled::Landed)],
+                                    None,
+                                    &[deleted_change(email, key, why)],
+                                ),
+                            _ => Ok(()),
+                        };
+                        if let Err(e) = saved {
+                            store_error = Some(e);
+                            return false;
+                        }
+                        match &done {
+                            Done::Created { key, .. } | Done::Patched(key) => {
+                                answered.push(key.clone())
+                            }
+                            Done::Deleted => {
+                                if let Op::Delete { key, .. } = op {
+                                    gone.push(key.hash.clone());
+                                }
+                            }
+                        }
+                        applied.done.push((op.clone(), done));
+                        true
+                    }
+                    Err(e) if e.is_ambiguous() => {
+                        // The journal entry stays open: this run or the next finds what it made.
+                        ctx.ui.warn(format!(
+                            "{}: {e}; it will be checked and made again",
+                            op.email()
+                        ));
+                        unclear.push(op.clone());
+                        true
+                    }
+                    Err(e) => {
+                        // A clear refusal changed nothing; anything else stays open for the next
+                        // run to settle against the account.
+                        if e.status().is_some() {
+                            let _ = store.settle(&[*id], Settled::NotLanded);
+                        }
+                        applied.failure.get_or_insert((op.email().to_string(), e));
+                        false
+                    }
+                }
+            },
+        );
+    }
+    bar.finish_and_clear();
+    // Changes never sent (the run stopped first) surely changed nothing.
+    let unsent: Vec<i64> = items
+        .iter()
+        .map(|(_, id)| *id)
+        .filter(|id| !handed.contains(id))
+        .collect();
+    class.store.settle(&unsent, Settled::NotLanded)?;
+    class.apply(answered);
+    class.remove(&gone);
+    if let Some(e) = store_error {
+        return Err(e);
+    }
+    Ok(unclear)
+}
+
+fn send(client: &crate::openrouter::Client, op: &Op) -> Result<Done, ApiError> {
+    match op {
+        Op::Create { new, .. } => client.create_key(new).map(|c| Done::Created {
+            key: c.data,
+            secret: c.key,
+        }),
+        Op::Patch { before, patch, .. } => {
+            client.update_key(&before.hash, patch).map(Done::Patched)
+        }
+        Op::Delete { key, .. } => client.delete_key(&key.hash).map(|_| Done::Deleted),
+    }
+}
+
+fn deleted_change(email: &str, key: &Key, why: &DeleteWhy) -> Change {
+    let (action, new) = match why {
+        DeleteWhy::Asked => ("deleted", None),
+        DeleteWhy::Rotated { new_hash } => ("deleted", Some(format!("rotated to {new_hash}"))),
+        DeleteWhy::Leftover => ("discarded", None),
+    };
+    Change {
+        hash: key.hash.clone(),
+        email: email.to_string(),
+        action,
+        old: Some(key.name.clone()),
+        new,
+    }
+}
+
+/// A create journaled this long ago and not found on the account never landed.
+const LATE: chrono::Duration = chrono::Duration::minutes(10);
+
+/// What settling the journal found, for the instructor.
+#[derive(Debug, Default)]
+pub struct Settlement {
+    /// Changes an earlier run sent whose answer it never recorded, found on the account.
+    pub landed: usize,
+    /// Keys gone from the account without classkeys deleting them (email, key name).
+    pub gone_outside: Vec<(String, String)>,
+    /// Keys left by unclear creates, deleted (their secrets were never seen).
+    pub discarded: Vec<String>,
+}
+
+/// Settle the journal and keys.db against a fresh listing of the account: keys the listing
+/// missed are looked up by hash, keys gone are marked, open changes are settled, and (unless
+/// `dry_run`) keys left by unclear creates are deleted. Runs before any command plans.
+pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement> {
+    let mut report = Settlement::default();
+    let intents = class.store.open_intents()?;
+    let on_account: HashSet<String> = class.account.iter().map(|k| k.hash.clone()).collect();
+    let open_delete: HashMap<&str, &Intent> = intents
+        .iter()
+        .filter(|i| i.action == IntentAction::Delete)
+        .filter_map(|i| i.hash.as_deref().map(|h| (h, i)))
+        .collect();
+
+    // The class's live keys the listing did not show: missed by the listing, or gone.
+    let missing: Vec<(String, String, String)> = class
+        .known
+        .iter()
+        .filter(|k| k.owner == crate::domain::Owner::Class && !k.deleted)
+        .filter(|k| !on_account.contains(&k.hash))
+        .map(|k| (k.hash.clone(), k.email.clone(), k.key_name.clone()))
+        .collect();
+    let mut handled: HashSet<i64> = HashSet::new();
+    for (hash, email, key_name) in missing {
+        if let Some(intent) = open_delete.get(hash.as_str()) {
+            handled.insert(intent.id);
+            if !dry_run {
+                let key = intent
+                    .prior
+                    .clone()
+                    .unwrap_or_else(|| stub(&hash, &key_name));
+                let why = delete_why(intent);
+                class.store.record_changes(
+                    &[(intent.id, Settled::Landed)],
+                    None,
+                    &[deleted_change(&email, &key, &why)],
+                )?;
+            }
+            report.landed += 1;
+            continue;
+        }
+        match class.client.get_key(&hash) {
+            Ok(key) => class.account.push(key),
+            Err(e) if e.status() == Some(404) => {
+                if !dry_run {
+                    class.store.record_changes(
+                        &[],
+                        None,
+                        &[Change {
+                            hash: hash.clone(),
+                            email: email.clone(),
+                            action: "deleted_outside",
+                            old: Some(key_name.clone()),
+                            new: None,
+                        }],
+                    )?;
+                }
+                report.gone_outside.push((email, key_name));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("looking up a key of the class that the listing did not show"));
+            }
+        }
+    }
+    if dry_run {
+        class.refresh_known()?;
+        return Ok(report);
+    }
+    let by_hash: HashMap<String, Key> = class
+        .account
+        .iter()
+        .map(|k| (k.hash.clone(), k.clone()))
+        .collect();
+    for intent in intents.iter().filter(|i| !handled.contains(&i.id)) {
+        match intent.action {
+            IntentAction::Patch => {
+                let Some(hash) = &intent.hash else { continue };
+                let patch = patch_of(intent.body.as_deref().unwrap_or("{}"));
+                match by_hash.get(hash) {
+                    Some(now) if shows(now, &patch) => {
+                        let before = intent.prior.clone().unwrap_or_else(|| now.clone());
+                        class.store.record_changes(
+                            &[(intent.id, Settled::Landed)],
+                            Some((now, &intent.email)),
+                            &changes(&intent.email, &before, now),
+                        )?;
+                        report.landed += 1;
+                    }
+                    _ => class.store.settle(&[intent.id], Settled::NotLanded)?,
+                }
+            }
+            IntentAction::Delete => {
+                let Some(hash) = &intent.hash else { continue };
+                if by_hash.contains_key(hash) {
+                    class.store.settle(&[intent.id], Settled::NotLanded)?;
+                } else {
+                    // Gone, and its answer never recorded: the delete landed.
+                    let key = intent
+                        .prior
+                        .clone()
+                        .unwrap_or_else(|| stub(hash, &intent.key_name));
+                    class.store.record_changes(
+                        &[(intent.id, Settled::Landed)],
+                        None,
+                        &[deleted_change(&intent.email, &key, &delete_why(intent))],
+                    )?;
+                    report.landed += 1;
+                }
+            }
+            IntentAction::Create => {}
+        }
+    }
+    class.refresh_known()?;
+    report.discarded = settle_creates(ctx, class, false)?;
+    Ok(report)
+}
+
+/// Delete keys that unclear creates made (nobody has their secret) and settle those creates.
+/// `all`: settle every open create now (in the run that sent them); otherwise a create not
+/// found stays open for a while, since it may still land.
+fn settle_creates(ctx: &Ctx, class: &mut Class, all: bool) -> Result<Vec<String>> {
+    let open: Vec<Intent> = class
+        .store
+        .open_intents()?
+        .into_iter()
+        .filter(|i| i.action == IntentAction::Create)
+        .collect();
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = reconcile::leftovers(&open, &class.account, &class.known);
+    let mut ops = Vec::new();
+    let mut settle_now = Vec::new();
+    let now = chrono::Utc::now();
+    for (intent, (id, keys)) in open.iter().zip(found) {
+        debug_assert_eq!(intent.id, id);
+        if keys.is_empty() {
+            if all || now - intent.started_at > LATE {
+                settle_now.push(id);
+            }
+            continue;
+        }
+        settle_now.push(id);
+        for key in keys {
+            ops.push(Op::Delete {
+                email: intent.email.clone(),
+                key: key.clone(),
+                why: DeleteWhy::Leftover,
+            });
+        }
+    }
+    let mut discarded = Vec::new();
+    if !ops.is_empty() {
+        let applied = execute(ctx, class, ops, "deleting keys left over")?;
+        for key in applied.deleted() {
+            ctx.ui.note(format!(
+                "deleted leftover key {} (made by an interrupted create; its secret was never seen)",
+                key.name
+            ));
+            discarded.push(key.hash.clone());
+        }
+        if let Some((email, e)) = applied.failure {
+            return Err(anyhow::Error::new(e).context(format!(
+                "deleting a key left over from an interrupted run (of {email}; its secret was never seen)"
+            )));
+        }
+    }
+    class.store.settle(
+        &settle_now,
+        if discarded.is_empty() {
+            Settled::NotLanded
+        } else {
+            Settled::Discarded
+        },
+    )?;
+    class.refresh_known()?;
+    Ok(discarded)
+}
+
+fn delete_why(intent: &Intent) -> DeleteWhy {
+    match intent.body.as_deref() {
+        Some("leftover") => DeleteWhy::Leftover,
+        Some(b) if b.starts_with("rotated to ") => DeleteWhy::Rotated {
+            new_hash: b["rotated to ".len()..].to_string(),
+        },
+        _ => DeleteWhy::Asked,
+    }
+}
+
+fn stub(hash: &str, name: &str) -> Key {
+    Key {
+        hash: hash.to_string(),
+        name: name.to_string(),
+        ..Key::default()
+    }
+}
+
+/// A journaled PATCH body: a field present is a change (`null` included).
+fn patch_of(body: &str) -> Patch {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    Patch {
+        disabled: v.get("disabled").and_then(|d| d.as_bool()),
+        limit: v.get("limit").map(|l| l.as_f64()),
+        limit_reset: v.get("limit_reset").map(|r| r.as_str().map(String::from)),
+    }
+}
+
+/// Whether a key shows every field a PATCH set.
+fn shows(key: &Key, patch: &Patch) -> bool {
+    let money = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() < 1e-9,
+        _ => false,
+    };
+    patch.disabled.is_none_or(|d| d == key.disabled)
+        && patch.limit.is_none_or(|l| money(l, key.limit))
+        && patch
+            .limit_reset
+            .as_ref()
+            .is_none_or(|r| *r == key.limit_reset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journaled_patch_reads_back_with_its_nulls() {
+        let p = Patch {
+            limit: Some(None),
+            disabled: Some(true),
+            limit_reset: None,
+        };
+        assert_eq!(patch_of(&serde_json::to_string(&p).unwrap()), p);
+        let mut key = Key {
+            limit: Some(2.0),
+            disabled: true,
+            ..Key::default()
+        };
+        assert!(!shows(&key, &p));
+        key.limit = None;
+        assert!(shows(&key, &p));
+    }
+}
