@@ -46,6 +46,10 @@ pub struct State {
     pub credits_status: Option<u16>,
     /// Every answer waits this long (to make runs overlap).
     pub delay: Option<Duration>,
+    /// Keys a listing page holds (0: OpenRouter's 100).
+    pub page_size: usize,
+    /// Keys another class deletes right after the first page of a listing was served.
+    pub deleted_after_first_page: Vec<String>,
 }
 
 impl State {
@@ -147,12 +151,18 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
                 .map(|k| &k.data)
                 .filter(|d| with_disabled || d["disabled"] == json!(false))
                 .collect();
+            let size = if st.page_size == 0 { 100 } else { st.page_size };
             let page: Vec<Value> = visible
                 .into_iter()
                 .skip(offset)
-                .take(100)
+                .take(size)
                 .cloned()
                 .collect();
+            if offset == 0 && !st.deleted_after_first_page.is_empty() {
+                let gone = std::mem::take(&mut st.deleted_after_first_page);
+                st.keys
+                    .retain(|k| !gone.iter().any(|h| k.data["hash"] == json!(h)));
+            }
             ResponseTemplate::new(200).set_body_json(json!({ "data": page }))
         }
         ("POST", "/api/v1/keys") => {
@@ -356,6 +366,25 @@ impl Fake {
         if let Some(k) = st.keys.iter_mut().find(|k| k.data["hash"] == json!(hash)) {
             k.data[field] = value;
         }
+    }
+
+    /// Take a key off the account (a delete in OpenRouter's dashboard), keeping it to put back.
+    pub fn take(&self, hash: &str) -> Option<FakeKey> {
+        let mut st = self.state.lock().unwrap();
+        let i = st.keys.iter().position(|k| k.data["hash"] == json!(hash))?;
+        Some(st.keys.remove(i))
+    }
+
+    /// Put a key (back) on the account: a create that lands late.
+    pub fn put(&self, key: FakeKey) {
+        self.state.lock().unwrap().keys.insert(0, key);
+    }
+
+    pub fn hash_of(&self, name: &str) -> String {
+        self.keys_named(name)
+            .first()
+            .and_then(|k| k["hash"].as_str().map(String::from))
+            .unwrap_or_else(|| panic!("no key named {name}"))
     }
 
     pub fn keys_named(&self, name: &str) -> Vec<Value> {

@@ -5,6 +5,7 @@ mod common;
 
 mod basics;
 mod inputs;
+mod ledger;
 mod lifecycle;
 mod migrate;
 mod report;
