@@ -22,12 +22,11 @@
 //!   has two keys, and both spends count. Deleted keys stay in the history and count too; they
 //!   are marked.
 //! * **Usage now** is each key's latest observation, whatever the window.
-//! * **Limit and share** describe what the student can still spend, so they come from the keys
-//!   that can still spend: the student's keys that are not deleted (or all of them when every
-//!   key is deleted). Their limits add up; one unlimited key makes the student unlimited (no
-//!   share). Share = usage now of those keys / their limit. A deleted key's usage is in "usage
-//!   now" but not in the share: after a rotation the old key's spend does not eat the new key's
-//!   limit, just as on OpenRouter.
+//! * **Limit and share** are the student's budget: the limits of the keys that can still spend
+//!   (those not deleted, or all of them when every key is deleted) plus what the deleted keys
+//!   spent. A rotation gives the new key what the old one had left, so a student rotated from a
+//!   $2.00 key that spent $1.50 has a $0.50 key and still a $2.00 budget. One unlimited key makes
+//!   the student unlimited (no share). Share = usage now (every key) / budget.
 //! * **A zero limit is fully used**: share 100% and `at_limit`, whatever the usage, since the key
 //!   can spend nothing (dividing by zero would say nothing useful).
 //! * **Flags**: `at_limit` when usage ≥ limit; `over_80` when the share is at least 80% but the
@@ -280,21 +279,19 @@ fn student(keys: Vec<(&KeyInfo, KeyFigures)>) -> StudentReport {
     } else {
         live
     };
+    let spent_elsewhere: f64 = if counted.len() < keys.len() {
+        keys.iter().filter(|k| k.deleted).map(|k| k.usage_now).sum()
+    } else {
+        0.0
+    };
     let limit = counted
         .iter()
         .map(|k| k.limit)
         .sum::<Option<f64>>()
-        .map(tidy);
-    let counted_usage: f64 = counted.iter().map(|k| k.usage_now).sum();
-    let share = limit.map(|l| {
-        if l <= EPS {
-            1.0
-        } else {
-            tidy(counted_usage / l)
-        }
-    });
-    let at_limit = limit.is_some_and(|l| counted_usage >= l - EPS);
+        .map(|l| tidy(l + spent_elsewhere));
     let usage_now = tidy(keys.iter().map(|k| k.usage_now).sum());
+    let share = limit.map(|l| if l <= EPS { 1.0 } else { tidy(usage_now / l) });
+    let at_limit = limit.is_some_and(|l| usage_now >= l - EPS);
     StudentReport {
         email,
         name,
@@ -581,13 +578,14 @@ mod tests {
     fn rotated_student_sums_both_keys_and_the_deleted_one_does_not_eat_the_limit() {
         let mut old = key("old", "ROT@uni.edu", Some(2.0));
         old.deleted = true;
-        let mut new = key("new", "rot@uni.edu", Some(2.0));
+        // Rotated with what the old key had left.
+        let mut new = key("new", "rot@uni.edu", Some(0.5));
         new.created_at = Some(t(10, 0));
         let history = [
             obs("old", t(9, 0), 1.0),
-            obs("old", t(10, 0), 1.9),
+            obs("old", t(10, 0), 1.5),
             obs("new", t(10, 0), 0.0),
-            obs("new", t(11, 0), 0.5),
+            obs("new", t(11, 0), 0.2),
         ];
         let r = build(&[old, new], &history, window(Some(t(9, 0)), None));
         assert_eq!(
@@ -597,13 +595,21 @@ mod tests {
         );
         let s = &r.students[0];
         assert_eq!(s.keys.len(), 2);
-        assert_eq!(s.spent, 1.4, "0.9 on the old key, 0.5 on the new one");
-        assert_eq!(s.usage_now, 2.4);
-        assert_eq!(s.limit, Some(2.0), "the live key's limit, not 4");
-        assert_eq!(s.share, Some(0.25));
-        assert!(!s.at_limit && !s.over_80 && !s.never_used);
+        assert_eq!(s.spent, 0.7, "0.5 on the old key, 0.2 on the new one");
+        assert_eq!(s.usage_now, 1.7);
+        assert_eq!(
+            s.limit,
+            Some(2.0),
+            "the budget: the new key's 0.5 and the old key's 1.5"
+        );
+        assert_eq!(
+            s.share,
+            Some(0.85),
+            "the share agrees with usage now and the budget"
+        );
+        assert!(!s.at_limit && s.over_80 && !s.never_used);
         assert_eq!(s.deleted_keys, 1);
-        assert_eq!(s.flag_words(), vec!["deleted key"]);
+        assert_eq!(s.flag_words(), vec!["over 80%", "deleted key"]);
         assert_eq!(r.totals.keys, 2);
     }
 

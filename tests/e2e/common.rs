@@ -365,6 +365,14 @@ impl Fake {
         let mut st = self.state.lock().unwrap();
         if let Some(k) = st.keys.iter_mut().find(|k| k.data["hash"] == json!(hash)) {
             k.data[field] = value;
+            // As OpenRouter does: what is left of the limit follows usage and limit.
+            if field == "usage" || field == "limit" {
+                let remaining = match (k.data["limit"].as_f64(), k.data["usage"].as_f64()) {
+                    (Some(l), u) => json!((l - u.unwrap_or(0.0)).max(0.0)),
+                    (None, _) => Value::Null,
+                };
+                k.data["limit_remaining"] = remaining;
+            }
         }
     }
 

@@ -631,7 +631,6 @@ async fn rotate_keeps_a_disabled_students_state() {
     let date = chrono::Local::now().format("%Y%m%d").to_string();
     let ada = fake.hash_of(&format!("{date}_Ada Lovelace"));
     fake.set(&ada, "usage", json!(1.25));
-    fake.set(&ada, "limit_remaining", json!(3.75));
     run(
         &class,
         &fake,

@@ -242,12 +242,9 @@ async fn a_rotated_student_counts_both_keys_and_the_old_one_is_marked() {
     let ada = student(&r, "s0001@uni.edu");
     assert_eq!(ada["spent"], json!(1.75), "{ada:#}");
     assert_eq!(ada["usage_now"], json!(1.75));
-    assert_eq!(ada["limit"], json!(2.0), "the new key's limit");
-    assert_eq!(
-        ada["share"],
-        json!(0.125),
-        "the old key's spend is not the new key's"
-    );
+    // The new key got what was left ($0.50); the student's budget is still $2.00.
+    assert_eq!(ada["limit"], json!(2.0), "the student's budget");
+    assert_eq!(ada["share"], json!(0.875), "usage now / budget");
     assert_eq!(ada["deleted_keys"], json!(1));
     assert_eq!(ada["keys"].as_array().unwrap().len(), 2);
     assert_eq!(r["totals"]["keys"], json!(3));
