@@ -11,10 +11,9 @@ use anyhow::Result;
 
 use crate::commands::class::Class;
 use crate::context::Ctx;
-use crate::domain::{IntentAction, Settled};
-use crate::openrouter::{ApiError, Key, NewKey, Patch};
+use crate::domain::{Change, Intent, IntentAction, Key, NewIntent, NewKey, Patch, Settled};
+use crate::openrouter::ApiError;
 use crate::reconcile::{self, changes};
-use crate::store::{Change, Intent, NewIntent};
 use crate::{fault, pool};
 
 /// Why a key is deleted: said in its changelog row.

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 /// Whose a key recorded in keys.db is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Owner {
@@ -186,6 +189,236 @@ pub fn dated_name(s: &str) -> Option<&str> {
     (b.len() > 9 && b[..8].iter().all(u8::is_ascii_digit) && b[8] == b'_').then(|| &s[9..])
 }
 
+// ---- Keys, as the account shows them and as keys.db remembers them ----
+
+/// One API key as the account reports it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Key {
+    pub hash: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub disabled: bool,
+    /// `None` is unlimited; `Some(0.0)` is a real limit of zero dollars.
+    #[serde(default)]
+    pub limit: Option<f64>,
+    #[serde(default)]
+    pub limit_remaining: Option<f64>,
+    #[serde(default)]
+    pub limit_reset: Option<String>,
+    #[serde(default)]
+    pub include_byok_in_limit: bool,
+    #[serde(default)]
+    pub usage: f64,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+impl Key {
+    pub fn created(&self) -> Option<DateTime<Utc>> {
+        self.created_at.as_deref().and_then(parse_time)
+    }
+}
+
+/// Body of `POST /keys`. `limit` is always sent: `null` means unlimited.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NewKey {
+    pub name: String,
+    pub limit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_reset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// Body of `PATCH /keys/{hash}`: a field left `None` is not sent and stays as it is;
+/// `Some(None)` sends `null` (unlimited limit, no reset).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Patch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Option<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_reset: Option<Option<String>>,
+}
+
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.disabled.is_none() && self.limit.is_none() && self.limit_reset.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+pub struct Credits {
+    pub total_credits: f64,
+    pub total_usage: f64,
+}
+
+/// Parse the API's timestamps: `2025-08-24T10:30:00Z`, `2025-02-19T20:52:27.363244+00:00`,
+/// and (from old databases) naive ISO times, read as UTC.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+// ---- The ledger: what keys.db records ----
+
+/// A key as keys.db remembers it.
+#[derive(Debug, Clone, Default)]
+pub struct KnownKey {
+    pub hash: String,
+    pub email: String,
+    pub key_name: String,
+    pub deleted: bool,
+    pub owner: Owner,
+    pub has_secret: bool,
+}
+
+/// A change to the account, journaled before it was sent and not yet settled.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    pub id: i64,
+    pub action: IntentAction,
+    pub email: String,
+    /// The key changed or deleted (none for a create).
+    pub hash: Option<String>,
+    pub key_name: String,
+    /// The request body sent (JSON).
+    pub body: Option<String>,
+    /// The key as it was before the change.
+    pub prior: Option<Key>,
+    /// For a create: the keys of that name the account already had when it was sent
+    /// (none for creates journaled before schema 4, which fall back to the time).
+    pub before: Option<Vec<String>>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// An intent to journal.
+#[derive(Debug, Clone)]
+pub struct NewIntent {
+    pub action: IntentAction,
+    pub email: String,
+    pub hash: Option<String>,
+    pub key_name: String,
+    pub body: String,
+    pub prior: Option<Key>,
+    pub before: Option<Vec<String>>,
+}
+
+/// A key state to record, with whose it is.
+pub struct Seen<'a> {
+    pub key: &'a Key,
+    pub email: &'a str,
+    pub owner: Owner,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub hash: String,
+    pub email: String,
+    pub action: &'static str,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// One row of `export-keys`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportRow {
+    pub email: String,
+    pub name: String,
+    pub api_key: String,
+    pub key_name: String,
+    pub limit: Option<f64>,
+    pub disabled: bool,
+}
+
+/// One usage observation, for reports.
+#[derive(Debug, Clone)]
+pub struct UsagePoint {
+    pub hash: String,
+    pub usage: f64,
+    pub at: DateTime<Utc>,
+}
+
+/// What `report` needs to know of each key.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub hash: String,
+    pub email: String,
+    pub name: String,
+    pub key_name: String,
+    pub limit: Option<f64>,
+    pub disabled: bool,
+    pub deleted: bool,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+// ---- The roster ----
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Student {
+    pub email: String,
+    pub name: String,
+    /// `None`: use `--limit`. `Some(None)`: unlimited.
+    pub limit: Option<Option<f64>>,
+    pub limit_reset: Option<String>,
+    pub line: u64,
+}
+
+impl Student {
+    pub fn is_placeholder(&self) -> bool {
+        is_placeholder(&self.email)
+    }
+}
+
+/// A roster email that is a FIXME placeholder for a key nobody has claimed.
+pub fn is_placeholder(email: &str) -> bool {
+    email_key(email).ends_with("@fixme.edu")
+}
+
+/// Emails are compared without regard to case.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+// ---- Money and resets, as the class's files and audit rows write them ----
+
+/// A dollar amount as classkeys writes it: `unlimited` for none, `2.0`, `0.75`.
+pub fn money_cell(v: Option<f64>) -> String {
+    match v {
+        None => "unlimited".into(),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.1}"),
+        Some(v) => format!("{v}"),
+    }
+}
+
+/// A limit reset as classkeys writes it: `daily`, `weekly`, `monthly`, or `none`.
+pub fn reset_cell(r: Option<&str>) -> String {
+    r.unwrap_or("none").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +441,44 @@ mod tests {
         assert_eq!(plain.key_name("20261201", "Ada"), "20261201_Ada");
         assert_eq!(plain.student_of("20261201_Ada"), Some("Ada"));
         assert_eq!(plain.student_of("My key"), None);
+    }
+
+    #[test]
+    fn both_timestamp_forms_parse() {
+        let a = parse_time("2025-08-24T10:30:00Z").unwrap();
+        let b = parse_time("2025-02-19T20:52:27.363244+00:00").unwrap();
+        assert_eq!(a.to_rfc3339(), "2025-08-24T10:30:00+00:00");
+        assert_eq!(b.timestamp(), 1739998347);
+        assert!(parse_time("2026-11-27T10:08:29.520710").is_some());
+        assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn patch_sends_null_only_when_asked() {
+        let p = Patch {
+            limit: Some(None),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"limit":null}"#);
+        let p = Patch {
+            limit: Some(Some(0.0)),
+            disabled: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"disabled":true,"limit":0.0}"#
+        );
+        assert_eq!(serde_json::to_string(&Patch::default()).unwrap(), "{}");
+    }
+
+    #[test]
+    fn key_ignores_unknown_and_missing_optional_fields() {
+        let k: Key = serde_json::from_str(
+            r#"{"hash":"h","name":"n","label":"l","disabled":false,"limit":null,"usage":1.5,"future":1}"#,
+        )
+        .unwrap();
+        assert_eq!(k.limit, None);
+        assert_eq!(k.usage, 1.5);
     }
 }

@@ -10,12 +10,11 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::domain::{IntentAction, Naming, Owner, dated_name};
+use crate::domain::{
+    Change, Credits, Intent, IntentAction, Key, KnownKey, Naming, Owner, Patch, Student,
+    dated_name, email_key, is_placeholder, money_cell, reset_cell,
+};
 use crate::files::limits::{LimitsFile, LimitsRow};
-use crate::files::roster::Student;
-use crate::files::{email_key, is_placeholder, money_cell, reset_cell};
-use crate::openrouter::{Credits, Key, Patch};
-use crate::store::{Change, Intent, KnownKey};
 
 /// A roster row and the keys that are its.
 #[derive(Debug)]

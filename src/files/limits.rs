@@ -11,7 +11,7 @@ use super::{
     CsvOut, PLAIN_MODE, check_email, email_key, money_cell, parse_bool, parse_money, parse_reset,
     read_table, reset_cell, write_atomic,
 };
-use crate::openrouter::Key;
+use crate::domain::Key;
 
 pub const COLUMNS: [&str; 10] = [
     "email",

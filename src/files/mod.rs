@@ -369,14 +369,7 @@ fn fill_temp(
     Ok(tmp)
 }
 
-/// A dollar amount as classkeys writes it: `unlimited` for none, `2.0`, `0.75`.
-pub fn money_cell(v: Option<f64>) -> String {
-    match v {
-        None => "unlimited".into(),
-        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.1}"),
-        Some(v) => format!("{v}"),
-    }
-}
+pub use crate::domain::{email_key, money_cell, reset_cell};
 
 /// A dollar amount as people write it: `2`, `2.50`, `$2`, or `unlimited` (None).
 pub fn parse_money(s: &str) -> std::result::Result<Option<f64>, String> {
@@ -410,10 +403,6 @@ pub fn parse_reset(s: &str) -> std::result::Result<Option<String>, String> {
             "unknown limit_reset {s:?}: use daily, weekly, monthly or leave it empty"
         )),
     }
-}
-
-pub fn reset_cell(r: Option<&str>) -> String {
-    r.unwrap_or("none").to_string()
 }
 
 pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
@@ -453,15 +442,8 @@ pub fn check_email(email: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Emails are compared without regard to case.
-pub fn email_key(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
 /// A placeholder row `check` added for a key nobody knew: not a student.
-pub fn is_placeholder(email: &str) -> bool {
-    email_key(email).ends_with("@fixme.edu")
-}
+pub use crate::domain::is_placeholder;
 
 #[cfg(test)]
 mod tests {

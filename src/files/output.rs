@@ -7,8 +7,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::{CsvOut, PLAIN_MODE, SECRET_MODE, money_cell, reset_cell, write_new};
-use crate::openrouter::Key;
-use crate::store::ExportRow;
+use crate::domain::{ExportRow, Key};
 
 pub const SNAPSHOT_COLUMNS: [&str; 9] = [
     "email",

@@ -6,25 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+pub use crate::domain::Student;
+
 use super::{
     CsvOut, PLAIN_MODE, check_email, email_key, parse_money, parse_reset, read_table, write_atomic,
 };
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Student {
-    pub email: String,
-    pub name: String,
-    /// `None`: use `--limit`. `Some(None)`: unlimited.
-    pub limit: Option<Option<f64>>,
-    pub limit_reset: Option<String>,
-    pub line: u64,
-}
-
-impl Student {
-    pub fn is_placeholder(&self) -> bool {
-        super::is_placeholder(&self.email)
-    }
-}
 
 /// What `Roster::edit` does with a row.
 pub enum RowEdit {

@@ -13,7 +13,9 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::{AccountKind, IntentAction, Owner, Settled};
-use crate::openrouter::{Key, parse_time};
+pub use crate::domain::{
+    Change, ExportRow, Intent, Key, KeyInfo, KnownKey, NewIntent, Seen, UsagePoint, parse_time,
+};
 pub use lock::ClassLock;
 use migrate::Kind;
 pub use migrate::LATEST as SCHEMA_VERSION;
@@ -21,97 +23,6 @@ pub use migrate::LATEST as SCHEMA_VERSION;
 pub struct Store {
     conn: Connection,
     _lock: Option<ClassLock>,
-}
-
-/// A key as keys.db remembers it.
-#[derive(Debug, Clone, Default)]
-pub struct KnownKey {
-    pub hash: String,
-    pub email: String,
-    pub key_name: String,
-    pub deleted: bool,
-    pub owner: Owner,
-    pub has_secret: bool,
-}
-
-/// A change to the account, journaled before it was sent and not yet settled.
-#[derive(Debug, Clone)]
-pub struct Intent {
-    pub id: i64,
-    pub action: IntentAction,
-    pub email: String,
-    /// The key changed or deleted (none for a create).
-    pub hash: Option<String>,
-    pub key_name: String,
-    /// The request body sent (JSON).
-    pub body: Option<String>,
-    /// The key as it was before the change.
-    pub prior: Option<Key>,
-    /// For a create: the keys of that name the account already had when it was sent
-    /// (none for creates journaled before schema 4, which fall back to the time).
-    pub before: Option<Vec<String>>,
-    pub started_at: DateTime<Utc>,
-}
-
-/// An intent to journal.
-#[derive(Debug, Clone)]
-pub struct NewIntent {
-    pub action: IntentAction,
-    pub email: String,
-    pub hash: Option<String>,
-    pub key_name: String,
-    pub body: String,
-    pub prior: Option<Key>,
-    pub before: Option<Vec<String>>,
-}
-
-/// A key state to record, with whose it is.
-pub struct Seen<'a> {
-    pub key: &'a Key,
-    pub email: &'a str,
-    pub owner: Owner,
-}
-
-/// One audit row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    pub hash: String,
-    pub email: String,
-    pub action: &'static str,
-    pub old: Option<String>,
-    pub new: Option<String>,
-}
-
-/// One row of `export-keys`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ExportRow {
-    pub email: String,
-    pub name: String,
-    pub api_key: String,
-    pub key_name: String,
-    pub limit: Option<f64>,
-    pub disabled: bool,
-}
-
-/// One usage observation, for reports.
-#[derive(Debug, Clone)]
-pub struct UsagePoint {
-    pub hash: String,
-    pub usage: f64,
-    pub at: DateTime<Utc>,
-}
-
-/// What `report` needs to know of each key.
-#[derive(Debug, Clone)]
-pub struct KeyInfo {
-    pub hash: String,
-    pub email: String,
-    pub name: String,
-    pub key_name: String,
-    pub limit: Option<f64>,
-    pub disabled: bool,
-    pub deleted: bool,
-    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// The instant a command runs at, to the second: usage rows and file names share it,
@@ -761,7 +672,7 @@ pub fn describe_key(key: &Key) -> String {
     let mut s = format!(
         "name={} limit={}",
         key.name,
-        crate::files::money_cell(key.limit)
+        crate::domain::money_cell(key.limit)
     );
     if let Some(r) = &key.limit_reset {
         s.push_str(&format!(" limit_reset={r}"));
