@@ -48,7 +48,7 @@ impl Ctx {
     pub fn client(&mut self) -> Result<Client> {
         let settings = Settings {
             timeout: Duration::from_secs(self.global.timeout),
-            retry_window: retry_window(),
+            retry_window: retry_window()?,
             jobs: self.global.jobs as usize,
         };
         if self.global.sandbox {
@@ -72,6 +72,7 @@ impl Ctx {
                         .into(),
                 )
             })?;
+        crate::ui::register_secret(&key);
         Client::new(
             &self.global.base_url,
             ManagementKey::new(key.trim().to_string()),
@@ -81,10 +82,18 @@ impl Ctx {
 }
 
 /// How long one request may keep retrying (seconds; CLASSKEYS_RETRY_WINDOW, default 60).
-fn retry_window() -> Duration {
-    let secs = std::env::var("CLASSKEYS_RETRY_WINDOW")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(60.0);
-    Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+fn retry_window() -> Result<Duration> {
+    let Some(raw) = std::env::var_os("CLASSKEYS_RETRY_WINDOW") else {
+        return Ok(Duration::from_secs(60));
+    };
+    let text = raw.to_string_lossy();
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(crate::error::input(format!(
+            "CLASSKEYS_RETRY_WINDOW={}: give a number of seconds from 0 to 3600 (default 60), or unset it",
+            crate::files::excerpt(&text)
+        ))),
+    }
 }

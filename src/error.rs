@@ -91,12 +91,14 @@ pub fn report(err: &anyhow::Error) {
     if is_broken_pipe(err) {
         return;
     }
+    // Whatever a server or a file said: no secret, no escape sequence reaches the terminal.
+    let shown = |e: &dyn std::fmt::Display| crate::ui::shown(&e.to_string());
     let mut chain = err.chain();
     if let Some(first) = chain.next() {
-        eprintln!("classkeys: error: {first}");
+        eprintln!("classkeys: error: {}", shown(&first));
     }
     for cause in chain {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", shown(&cause));
     }
     if let Some(hint) = hint(err) {
         eprintln!("  hint: {hint}");

@@ -4,6 +4,12 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A write past `ulimit -f` then fails with an error classkeys reports (naming the file),
+    // instead of the process dying of SIGXFSZ without a word.
+    // SAFETY: setting a signal's disposition to "ignore" at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = match classkeys::cli::parse() {
         Ok(cli) => cli,
         Err(err) => {

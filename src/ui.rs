@@ -2,7 +2,9 @@
 //! terminal); with `--json` stdout carries one JSON document and nothing else, and every
 //! note goes to stderr. Progress bars appear only on a terminal.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 use comfy_table::{Cell, ContentArrangement, Table, presets};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -33,24 +35,26 @@ impl Ui {
     /// A line of the human report (stdout), or a note on stderr under `--json`. A closed stdout
     /// (`classkeys check | head -1`) is not worth a panic: the work is done and recorded.
     pub fn say(&self, msg: impl AsRef<str>) {
+        let msg = shown(msg.as_ref());
         if self.json {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{msg}");
         } else {
             // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = writeln!(std::io::stdout().lock(), "{}", msg.as_ref());
+            let _ = writeln!(std::io::stdout().lock(), "{msg}");
         }
     }
 
     /// A diagnostic: always stderr.
     pub fn note(&self, msg: impl AsRef<str>) {
-        eprintln!("{}", msg.as_ref());
+        eprintln!("{}", shown(msg.as_ref()));
     }
 
     pub fn warn(&self, msg: impl AsRef<str>) {
+        let msg = shown(msg.as_ref());
         if self.color {
-            eprintln!("\x1b[33mwarning:\x1b[0m {}", msg.as_ref());
+            eprintln!("\x1b[33mwarning:\x1b[0m {msg}");
         } else {
-            eprintln!("warning: {}", msg.as_ref());
+            eprintln!("warning: {msg}");
         }
     }
 
@@ -69,7 +73,7 @@ impl Ui {
         }
         table.set_header(headers.iter().map(Cell::new));
         for row in rows {
-            table.add_row(row);
+            table.add_row(row.iter().map(|c| shown(c)));
         }
         let text = table.to_string();
         let mut out = std::io::stdout().lock();
@@ -81,6 +85,7 @@ impl Ui {
     /// The one JSON document of a `--json` run. In the sandbox it says so.
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
         let mut value = serde_json::to_value(value)?;
+        redact_json(&mut value);
         if let (true, Some(obj)) = (self.sandbox, value.as_object_mut()) {
             obj.insert("sandbox".into(), serde_json::Value::Bool(true));
         }
@@ -116,4 +121,81 @@ pub fn clean(s: &str) -> String {
         }
     }
     out
+}
+
+static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// The management key, so that nothing classkeys prints can hold it, whatever a server echoes.
+pub fn register_secret(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() >= 8 {
+        let _ = SECRETS.set(vec![secret.to_string()]);
+    }
+}
+
+/// Text with every secret taken out: the management key, and anything shaped like an
+/// OpenRouter key (`sk-or-…` with more than a masked label's few characters).
+pub fn redact(s: &str) -> Cow<'_, str> {
+    let mut out: Cow<str> = Cow::Borrowed(s);
+    for secret in SECRETS.get().into_iter().flatten() {
+        if out.contains(secret.as_str()) {
+            out = Cow::Owned(out.replace(secret.as_str(), "(redacted)"));
+        }
+    }
+    if !out.contains("sk-or-") {
+        return out;
+    }
+    let text = out.into_owned();
+    let mut result = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("sk-or-") {
+        result.push_str(&rest[..i]);
+        let token = &rest[i..];
+        let len = token
+            .char_indices()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            .map_or(token.len(), |(j, _)| j);
+        if len >= 24 {
+            result.push_str("sk-or-…(redacted)");
+        } else {
+            result.push_str(&token[..len]);
+        }
+        rest = &token[len..];
+    }
+    result.push_str(rest);
+    Cow::Owned(result)
+}
+
+/// What may reach a terminal or a log: secrets redacted, control characters escaped.
+pub fn shown(s: &str) -> String {
+    clean(&redact(s))
+}
+
+/// Secrets out of every string of a JSON document (its text otherwise exact).
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_labels_kept() {
+        let key = "sk-or-v1-0123456789abcdef0123456789abcdef";
+        let s = format!("Invalid key {key}, label sk-or-v1-2f4...0fdc");
+        let r = redact(&s);
+        assert!(!r.contains(key), "{r}");
+        assert!(r.contains("sk-or-v1-2f4...0fdc"), "{r}");
+        assert_eq!(clean("a\x1b[2Jb\r\n"), "a\\u{1b}[2Jb\\r\\n");
+    }
 }

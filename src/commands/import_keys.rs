@@ -14,7 +14,7 @@ use crate::context::Ctx;
 use crate::error::{Exit, input};
 use crate::files::{check_email, email_key, read_table};
 use crate::openrouter::Key;
-use crate::store::Store;
+use crate::store::{SecretSet, Store};
 
 struct Row {
     file: PathBuf,
@@ -30,6 +30,8 @@ struct Report {
     imported: Vec<Item>,
     already_stored: Vec<Item>,
     unmatched: Vec<Unmatched>,
+    /// Rows whose secret differs from the one keys.db holds: never replaced.
+    conflicts: Vec<Unmatched>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +53,7 @@ struct Unmatched {
 pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
     let rows = read_all(&args.files)?;
     let mut store = Store::open(&args.db.db)?;
+    super::class::check_account_kind(ctx, &store, &args.db.db)?;
     let client = ctx.client()?;
     let account = client.list_keys()?;
     let known = store.known_keys()?;
@@ -65,6 +68,7 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
         imported: Vec::new(),
         already_stored: Vec::new(),
         unmatched: Vec::new(),
+        conflicts: Vec::new(),
     };
     for row in &rows {
         let unmatched = |reason: &str| Unmatched {
@@ -103,10 +107,12 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
             key_name: key.name.clone(),
             hash: key.hash.clone(),
         };
-        if store.set_secret(key, &row.email, &row.name, &row.secret)? {
-            report.imported.push(item);
-        } else {
-            report.already_stored.push(item);
+        match store.set_secret(key, &row.email, &row.name, &row.secret)? {
+            SecretSet::Stored => report.imported.push(item),
+            SecretSet::Already => report.already_stored.push(item),
+            SecretSet::Conflict => report.conflicts.push(unmatched(
+                "keys.db already holds a different secret for this key (the one its create returned); nothing was replaced",
+            )),
         }
     }
 
@@ -145,10 +151,23 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
                 u.file, u.line, u.email, u.key_name, u.reason
             ));
         }
+        for u in &report.conflicts {
+            ctx.ui.warn(format!(
+                "{}: line {}: {} ({}): {}",
+                u.file, u.line, u.email, u.key_name, u.reason
+            ));
+        }
         if !report.imported.is_empty() {
             ctx.ui
                 .say("`classkeys export-keys` now hands these keys out again");
         }
+    }
+    if !report.conflicts.is_empty() {
+        return Err(anyhow::anyhow!(
+            "{} row(s) carry a secret that differs from the one keys.db holds; nothing was replaced. \
+             If a student's key does not work, re-issue it with `classkeys rotate --email …`",
+            report.conflicts.len()
+        ));
     }
     Ok(Exit::Ok)
 }

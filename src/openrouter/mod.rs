@@ -24,6 +24,8 @@ pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 pub const PAGE_SIZE: usize = 100;
 /// More pages than any account holds (100,000 keys at 100 a page).
 pub const MAX_PAGES: usize = 1000;
+/// Longer than any real listing takes.
+const MAX_LISTING: Duration = Duration::from_secs(600);
 
 /// The management key. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -184,17 +186,48 @@ impl Client {
         let mut keys = Vec::new();
         let mut seen = HashSet::new();
         let mut offset = 0;
+        let started = Instant::now();
         for _ in 0..MAX_PAGES {
+            if started.elapsed() > MAX_LISTING {
+                return Err(ApiError::GaveUp {
+                    what: "listing keys".into(),
+                    tries: 1,
+                    secs: started.elapsed().as_secs(),
+                    detail: format!(
+                        "the listing took longer than {} minutes ({} keys so far); nothing was changed",
+                        MAX_LISTING.as_secs() / 60,
+                        keys.len()
+                    ),
+                });
+            }
             let what = format!("listing keys (offset {offset})");
             let query = [
                 ("include_disabled", "true".to_string()),
                 ("offset", offset.to_string()),
             ];
             let page: KeyList =
-                self.call(Method::GET, "keys", &query, None::<&()>, false, &what)?;
+                self.call(Method::GET, &["keys"], &query, None::<&()>, false, &what)?;
             let n = page.data.len();
             let mut new = 0;
-            for key in page.data {
+            for (i, value) in page.data.into_iter().enumerate() {
+                let key = match serde_json::from_value::<Key>(value) {
+                    Ok(k) if plain_hash(&k.hash) => k,
+                    Ok(k) => {
+                        eprintln!(
+                            "warning: the account lists a key whose hash {} is not a plain token; it is left alone",
+                            crate::ui::shown(&crate::files::excerpt(&k.hash))
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "warning: the account lists a key classkeys cannot read (entry {} of the page at offset {offset}: {}); it is left alone",
+                            i + 1,
+                            crate::ui::shown(&e.to_string())
+                        );
+                        continue;
+                    }
+                };
                 if seen.insert(key.hash.clone()) {
                     keys.push(key);
                     new += 1;
@@ -220,7 +253,7 @@ impl Client {
         let what = format!("reading key {}", short(hash));
         let k: KeyData = self.call(
             Method::GET,
-            &format!("keys/{hash}"),
+            &key_path(hash, &what)?,
             &[],
             None::<&()>,
             false,
@@ -232,14 +265,14 @@ impl Client {
     /// Never retried blindly: a timeout, dropped connection or 5xx is `ApiError::Ambiguous`.
     pub fn create_key(&self, new: &NewKey) -> Result<Created, ApiError> {
         let what = format!("creating key {:?}", new.name);
-        self.call(Method::POST, "keys", &[], Some(new), true, &what)
+        self.call(Method::POST, &["keys"], &[], Some(new), true, &what)
     }
 
     pub fn update_key(&self, hash: &str, patch: &Patch) -> Result<Key, ApiError> {
         let what = format!("updating key {}", short(hash));
         let k: KeyData = self.call(
             Method::PATCH,
-            &format!("keys/{hash}"),
+            &key_path(hash, &what)?,
             &[],
             Some(patch),
             false,
@@ -253,7 +286,7 @@ impl Client {
         let what = format!("deleting key {}", short(hash));
         match self.call::<serde_json::Value>(
             Method::DELETE,
-            &format!("keys/{hash}"),
+            &key_path(hash, &what)?,
             &[],
             None::<&()>,
             false,
@@ -268,7 +301,7 @@ impl Client {
     pub fn credits(&self) -> Result<Credits, ApiError> {
         let c: CreditsData = self.call(
             Method::GET,
-            "credits",
+            &["credits"],
             &[],
             None::<&()>,
             false,
@@ -281,16 +314,21 @@ impl Client {
     fn call<T: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         query: &[(&str, String)],
         body: Option<&impl Serialize>,
         create: bool,
         what: &str,
     ) -> Result<T, ApiError> {
-        let url = self.base.join(path).map_err(|e| ApiError::Decode {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
+        // Each segment percent-encoded: nothing from the account can change which path is sent.
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| ApiError::Decode {
+                what: what.into(),
+                detail: "the base URL cannot take a path".into(),
+            })?
+            .pop_if_empty()
+            .extend(path);
         let started = Instant::now();
         let mut tries = 0u32;
         loop {
@@ -350,18 +388,24 @@ impl Client {
     fn answer<T: DeserializeOwned>(&self, resp: Response, create: bool, what: &str) -> Try<T> {
         let status = resp.status();
         if status.is_success() {
-            let text = match resp.text() {
+            let text = match read_limited(resp, MAX_BODY) {
                 Ok(t) => t,
                 Err(e) if create => {
                     return Try::Fail(ApiError::Ambiguous {
                         what: what.into(),
-                        detail: describe(&e),
+                        detail: e,
+                    });
+                }
+                Err(e) if e.starts_with("the answer is") => {
+                    return Try::Fail(ApiError::Decode {
+                        what: what.into(),
+                        detail: e,
                     });
                 }
                 Err(e) => {
                     return Try::Again {
                         wait: None,
-                        detail: describe(&e),
+                        detail: e,
                     };
                 }
             };
@@ -411,15 +455,39 @@ impl Client {
 /// The API's `{"error": {"message": …}}`, or the start of whatever came instead.
 fn error_message(resp: Response) -> String {
     let status = resp.status();
-    let text = resp.text().unwrap_or_default();
-    match serde_json::from_str::<ErrorBody>(&text) {
+    let text = read_limited(resp, MAX_ERROR_BODY).unwrap_or_default();
+    let message = match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) if !body.error.message.is_empty() => body.error.message,
         _ if text.trim().is_empty() => status
             .canonical_reason()
             .unwrap_or("no message")
             .to_string(),
         _ => text.chars().take(200).collect(),
+    };
+    // Gateways echo requests back: the management key (or any key) never leaves in a message.
+    let message: String = crate::ui::redact(&message).chars().take(500).collect();
+    message
+}
+
+/// An error body is read up to this size (a real one is a few hundred bytes).
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// An answer is read up to this size: a page of 100 keys is about 60 KB.
+pub const MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// Read a body as text, refusing one larger than `max` bytes.
+fn read_limited(resp: Response, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    resp.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > max {
+        return Err(format!(
+            "the answer is larger than {} MB",
+            max / (1024 * 1024)
+        ));
     }
+    String::from_utf8(buf).map_err(|_| "the answer is not UTF-8 text".to_string())
 }
 
 /// `Retry-After` (seconds) first, then `X-RateLimit-Reset` (epoch ms or s, or seconds from now).
@@ -469,7 +537,7 @@ fn describe(e: &reqwest::Error) -> String {
         detail = format!("{detail}: {s}");
         src = s.source();
     }
-    detail
+    crate::ui::redact(&detail).into_owned()
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -479,6 +547,29 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
     }
+}
+
+/// Whether a key's hash is a plain token (the API's are 64 hex digits): anything else is never
+/// put into a request.
+pub fn plain_hash(hash: &str) -> bool {
+    !hash.is_empty()
+        && hash.len() <= 128
+        && hash
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn key_path<'a>(hash: &'a str, what: &str) -> Result<[&'a str; 2], ApiError> {
+    if !plain_hash(hash) {
+        return Err(ApiError::Decode {
+            what: what.into(),
+            detail: format!(
+                "the key's hash {} is not a plain token; nothing was sent for it",
+                crate::ui::shown(&crate::files::excerpt(hash))
+            ),
+        });
+    }
+    Ok(["keys", hash])
 }
 
 fn short(hash: &str) -> &str {

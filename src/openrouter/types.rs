@@ -7,7 +7,8 @@ pub use crate::domain::{Credits, Key, NewKey, Patch, parse_time};
 
 #[derive(Debug, Deserialize)]
 pub struct KeyList {
-    pub data: Vec<Key>,
+    /// Read one by one: a malformed key is reported and left alone, not the end of the listing.
+    pub data: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

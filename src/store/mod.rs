@@ -25,6 +25,15 @@ pub struct Store {
     _lock: Option<ClassLock>,
 }
 
+/// What `set_secret` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSet {
+    Stored,
+    Already,
+    /// keys.db holds another secret for that key: nothing was replaced.
+    Conflict,
+}
+
 /// The instant a command runs at, to the second: usage rows and file names share it,
 /// so a snapshot's name is exactly the time of the usage it holds.
 pub fn run_time() -> DateTime<Utc> {
@@ -118,7 +127,14 @@ impl Store {
         let mut conn =
             Connection::open(path).with_context(|| format!("opening {}", shown(path)))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        let mut kind = migrate::classify(&conn, &shown(path))?;
+        let mut kind = classify(&conn, path)?;
+        if access != Access::Read {
+            writable(&conn, path)?;
+            // A Python tool's database is made owner-only by its upgrade, which says so.
+            if kind != Kind::Python {
+                owner_only(path);
+            }
+        }
         let current = kind == Kind::Classkeys(SCHEMA_VERSION);
         let mut lock = None;
         if kind == Kind::Empty && access != Access::Init {
@@ -132,7 +148,7 @@ impl Store {
             lock = Some(ClassLock::acquire(path)?);
             if !current {
                 // Another classkeys may have upgraded it while this one waited for the lock.
-                kind = migrate::classify(&conn, &shown(path))?;
+                kind = classify(&conn, path)?;
             }
         }
         let mut notice = None;
@@ -509,7 +525,13 @@ impl Store {
     }
 
     /// Store a secret for a key keys.db knows (import-keys). Returns false when it already had it.
-    pub fn set_secret(&mut self, key: &Key, email: &str, name: &str, secret: &str) -> Result<bool> {
+    pub fn set_secret(
+        &mut self,
+        key: &Key,
+        email: &str,
+        name: &str,
+        secret: &str,
+    ) -> Result<SecretSet> {
         let at = stamp(Utc::now());
         let tx = self.conn.transaction()?;
         let had: Option<Option<String>> = tx
@@ -519,8 +541,11 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        if had.flatten().as_deref() == Some(secret) {
-            return Ok(false);
+        match had.flatten().filter(|s| !s.is_empty()) {
+            Some(stored) if stored == secret => return Ok(SecretSet::Already),
+            // A stored secret is never replaced: it came from the create's own answer.
+            Some(_) => return Ok(SecretSet::Conflict),
+            None => {}
         }
         tx.execute(
             "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
@@ -540,7 +565,7 @@ impl Store {
         };
         insert_change(&tx, &change, &at)?;
         tx.commit()?;
-        Ok(true)
+        Ok(SecretSet::Stored)
     }
 
     /// Every stored secret of a key that is not deleted, with its student.
@@ -607,6 +632,76 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// What kind of database a file is, with every failure naming the file and what to do.
+fn classify(conn: &Connection, path: &Path) -> Result<Kind> {
+    migrate::classify(conn, &shown(path)).map_err(|e| {
+        if e.downcast_ref::<crate::error::InputError>().is_some() {
+            if let Err(why) = folder_writable(path) {
+                return crate::error::input(format!("{} cannot be read: {why}", shown(path)));
+            }
+            return e;
+        }
+        crate::error::input(format!(
+            "{} cannot be read as a class database ({e:#}); it was left untouched. If it is damaged, \
+             restore it from a backup (keys.db.bak-* or your own); `classkeys export-keys` needs it too",
+            shown(path)
+        ))
+    })
+}
+
+/// A command that may change the account must be able to record what it did: keys.db and its
+/// folder (SQLite's journal lives beside it) are writable, or nothing is sent.
+fn writable(conn: &Connection, path: &Path) -> Result<()> {
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(crate::error::input(format!(
+            "{} is read-only: classkeys could change the account but not record it, so nothing was sent. \
+             Make it writable (chmod u+w {}) and run the command again",
+            shown(path),
+            shown(path)
+        )));
+    }
+    folder_writable(path).map_err(|why| {
+        crate::error::input(format!(
+            "{why}; nothing was sent. Make the folder writable and run the command again"
+        ))
+    })
+}
+
+fn folder_writable(path: &Path) -> std::result::Result<(), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::tempfile_in(dir).map(|_| ()).map_err(|e| {
+        format!(
+            "the folder {} is not writable ({e}): classkeys writes keys.db's journal, snapshots and key files there",
+            dir.display()
+        )
+    })
+}
+
+/// keys.db holds secrets: a copy restored at 0644 is made owner-only before anything goes in.
+fn owner_only(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => eprintln!(
+            "classkeys: {} was readable by others (mode {mode:o}); it holds key secrets, so it is now owner-only (600)",
+            shown(path)
+        ),
+        Err(e) => eprintln!(
+            "warning: {} is readable by others (mode {mode:o}) and could not be made owner-only ({e}): run `chmod 600 {}`",
+            shown(path),
+            shown(path)
+        ),
     }
 }
 
