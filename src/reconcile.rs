@@ -92,6 +92,9 @@ pub struct ClassView<'a> {
     pub suspects: Vec<&'a Key>,
     /// Roster students who look like a student whose email changed.
     pub renamed: Vec<Renamed>,
+    /// Roster students without a key whose same-name classmate holds two keys of that name
+    /// (manage_keys.py recorded both under one email): who holds which is not known.
+    pub ambiguous: Vec<Renamed>,
     /// Keys of the account that are not the class's (other classes, the instructor's own,
     /// FIXME rows, dismissed ones).
     pub not_ours: usize,
@@ -154,7 +157,10 @@ impl<'a> ClassView<'a> {
 
     pub fn renamed_for(&self, email: &str) -> Option<&Renamed> {
         let k = email_key(email);
-        self.renamed.iter().find(|r| email_key(&r.new_email) == k)
+        self.renamed
+            .iter()
+            .chain(&self.ambiguous)
+            .find(|r| email_key(&r.new_email) == k)
     }
 }
 
@@ -331,6 +337,29 @@ pub fn match_keys<'a>(
             });
         }
     }
+    // A keyless student whose same-name classmate holds two keys named for that name.
+    for (i, s) in roster.iter().enumerate() {
+        if !keys_of[i].is_empty() || s.is_placeholder() {
+            continue;
+        }
+        let holder = by_name.get(s.name.as_str()).and_then(|c| {
+            c.iter().copied().find(|j| {
+                *j != i
+                    && keys_of[*j]
+                        .iter()
+                        .filter(|k| student_name(&k.name) == s.name)
+                        .count()
+                        >= 2
+            })
+        });
+        if let Some(j) = holder {
+            view.ambiguous.push(Renamed {
+                new_email: s.email.clone(),
+                old_email: roster[j].email.clone(),
+                name: s.name.clone(),
+            });
+        }
+    }
     view.entries = roster
         .iter()
         .zip(keys_of)
@@ -473,7 +502,11 @@ pub fn plan_updates<'a>(
             });
             continue;
         };
-        let patch = patch_for(row, key);
+        let mut patch = patch_for(row, key);
+        if limits.python_zero(row, key) {
+            // manage_keys.py wrote `unlimited` for this $0 limit: it meant $0.
+            patch.limit = None;
+        }
         if !patch.is_empty() {
             planned.push(PlannedPatch { email, key, patch });
         }

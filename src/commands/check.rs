@@ -24,6 +24,8 @@ struct Report {
     off_roster: Vec<StudentJson>,
     /// Roster emails that look like a student whose email changed.
     renamed: Vec<Renamed>,
+    /// Roster emails whose same-name classmate holds both students' keys (from manage_keys.py).
+    ambiguous: Vec<Renamed>,
     adopted: Vec<Person>,
     deleted_outside: Vec<Person>,
     unsettled_keys: Vec<String>,
@@ -114,6 +116,15 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             name: r.name.clone(),
         })
         .collect();
+    let ambiguous: Vec<Renamed> = view
+        .ambiguous
+        .iter()
+        .map(|r| Renamed {
+            email: r.new_email.clone(),
+            old_email: r.old_email.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
     let deleted_outside: Vec<Person> = class
         .settled
         .gone_outside
@@ -135,6 +146,7 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
                 .collect(),
             off_roster: json_of(&off_roster),
             renamed,
+            ambiguous,
             adopted,
             deleted_outside,
             unsettled_keys: view.suspects.iter().map(|k| k.hash.clone()).collect(),
@@ -175,6 +187,13 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             "{} ({}) has no key, and {} left the roster with a live key: if it is the same student, run \
              `classkeys change-email --email {} --to {}`",
             r.email, r.name, r.old_email, r.old_email, r.email
+        ));
+    }
+    for a in &ambiguous {
+        ctx.ui.say(format!(
+            "{} ({}) has no key, and {} holds two keys of that name (manage_keys.py recorded both under one \
+             email): run `classkeys import-keys api_keys_*.csv` to settle who holds which",
+            a.email, a.name, a.old_email
         ));
     }
     if !fixme.is_empty() {

@@ -22,6 +22,25 @@ pub fn run(ctx: &mut Ctx, args: ExportArgs) -> Result<Exit> {
             export_csv(w, &rows)
         }
     };
+    if let Some(path) = &args.output {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(crate::error::input(format!(
+                "--output {}: the folder {} does not exist; nothing was written",
+                path.display(),
+                dir.display()
+            )));
+        }
+        if path.is_dir() {
+            return Err(crate::error::input(format!(
+                "--output {}: that is a folder; give a file name (like keys.csv)",
+                path.display()
+            )));
+        }
+    }
     match &args.output {
         Some(path) => {
             write_atomic(path, SECRET_MODE, write)?;

@@ -101,6 +101,14 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             r.email, r.old_email, r.name, r.old_email, r.email, r.old_email
         ));
     }
+    for a in &view.ambiguous {
+        ctx.ui.warn(format!(
+            "{} gets no key: {} holds two keys named for {} (manage_keys.py recorded both same-name \
+             students' keys under one email). Run `classkeys import-keys api_keys_*.csv` with the Python \
+             tool's key files to settle who holds which",
+            a.new_email, a.old_email, a.name
+        ));
+    }
     let plan: Vec<Planned> = view
         .keyless()
         .iter()
@@ -189,7 +197,12 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     let api_keys_file = if secrets.is_empty() {
         None
     } else {
-        Some(write_api_keys(&ctx.dir(), at, &secrets)?)
+        Some(write_api_keys(&ctx.dir(), at, &secrets).map_err(|e| {
+            e.context(
+                "the new keys and their secrets are saved in keys.db, but the api_keys file could not be \
+                 written: free some space (or fix the folder), then run `classkeys export-keys --output keys.csv`",
+            )
+        })?)
     };
     class.refresh_known()?;
     class.record(at)?;

@@ -136,7 +136,12 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     let api_keys_file = if secrets.is_empty() {
         None
     } else {
-        Some(write_api_keys(&ctx.dir(), at, &secrets)?)
+        Some(write_api_keys(&ctx.dir(), at, &secrets).map_err(|e| {
+            e.context(
+                "the new keys and their secrets are saved in keys.db, but the api_keys file could not be \
+                 written: free some space (or fix the folder), then run `classkeys export-keys --output keys.csv`",
+            )
+        })?)
     };
     let created: Vec<(String, Key)> = made
         .created()

@@ -93,6 +93,18 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     let view = class.view();
     let (planned, skipped) = reconcile::plan_updates(&view, &limits);
     let unchanged = limits.rows.len() - planned.len() - skipped.len();
+    for (email, _, key) in view.with_keys() {
+        if let Some(row) = limits.row_for(&key.hash, email)
+            && limits.python_zero(row, key)
+        {
+            ctx.ui.note(format!(
+                "{}: line {}: {email}: manage_keys.py wrote `unlimited` for this $0 limit; taken as $0, \
+                 as it meant (the rewritten file says 0.0)",
+                limits.path.display(),
+                row.line
+            ));
+        }
+    }
     let jobs: Vec<Job> = planned
         .iter()
         .map(|p| Job {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::{
-    CsvOut, PLAIN_MODE, check_email, email_key, money_cell, parse_bool, parse_money, parse_reset,
-    read_table, reset_cell, write_atomic,
+    CsvOut, PLAIN_MODE, check_email, email_key, money_cell, one_line, parse_bool, parse_money,
+    parse_reset, read_table, reset_cell, write_atomic,
 };
 use crate::domain::Key;
 
@@ -47,6 +47,9 @@ pub struct LimitsFile {
     pub path: PathBuf,
     pub rows: Vec<LimitsRow>,
     pub extra_headers: Vec<String>,
+    /// Written by manage_keys.py (no `target_limit_reset` column): it wrote `unlimited` for a
+    /// $0 limit, so that word on a $0 key means $0.
+    pub python: bool,
     /// The file's bytes when this run read it (none if it did not exist), and its rows then:
     /// a rewrite keeps whatever the instructor changed since.
     pub read_bytes: Option<Vec<u8>>,
@@ -91,16 +94,23 @@ impl LimitsFile {
         let extra_idx: Vec<usize> = (0..table.headers.len())
             .filter(|i| !COLUMNS.contains(&table.headers[*i].as_str()))
             .collect();
-        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut seen: HashMap<String, (u64, String)> = HashMap::new();
         let mut rows = Vec::with_capacity(table.rows.len());
         for row in &table.rows {
             let email = row.get(Some(email_col)).to_string();
             check_email(&email).map_err(|m| table.error(row.line, m))?;
-            if let Some(first) = seen.insert(email_key(&email), row.line) {
-                return Err(table.error(
-                    row.line,
-                    format!("duplicate email {email} (also on line {first})"),
-                ));
+            let hash = row.get(hash_col);
+            if let Some((first, first_hash)) =
+                seen.insert(email_key(&email), (row.line, hash.to_string()))
+            {
+                // Two keys of one student, each named by its hash (the Python tool wrote two
+                // same-name students' keys under one email): rows of keys, not a mistake.
+                if hash.is_empty() || first_hash.is_empty() || hash == first_hash {
+                    return Err(table.error(
+                        row.line,
+                        format!("duplicate email {email} (also on line {first})"),
+                    ));
+                }
             }
             let target_limit = match row.get(Some(limit_col)) {
                 "" => None,
@@ -143,6 +153,7 @@ impl LimitsFile {
             path: path.to_path_buf(),
             rows,
             extra_headers,
+            python: table.column("target_limit_reset").is_none(),
             ..Default::default()
         })
     }
@@ -218,6 +229,11 @@ impl LimitsFile {
         })
     }
 
+    /// Whether a row's `unlimited` target is the Python tool's way of writing a $0 limit.
+    pub fn python_zero(&self, row: &LimitsRow, key: &Key) -> bool {
+        self.python && row.target_limit == Some(None) && key.limit == Some(0.0)
+    }
+
     /// The row for a key: by its hash, else by the student's email.
     pub fn row_for(&self, hash: &str, email: &str) -> Option<&LimitsRow> {
         self.rows
@@ -257,22 +273,37 @@ impl LimitsFile {
                     .get(key.hash.as_str())
                     .or_else(|| by_email.get(&email_key(email)))
                     .copied();
-                let t_limit = old.and_then(|r| r.target_limit).unwrap_or(key.limit);
+                // An empty target is filled with the key's value, if that is one a target can
+                // hold: a value outside the API's spec (a negative limit, an unknown reset) is
+                // shown as it is in the actual column and leaves the target empty, so the file
+                // never blocks the next command.
+                let t_limit = match old.and_then(|r| r.target_limit) {
+                    Some(_) if old.is_some_and(|r| self.python_zero(r, key)) => {
+                        money_cell(key.limit)
+                    }
+                    Some(t) => money_cell(t),
+                    None if key.limit.is_some_and(|l| !l.is_finite() || l < 0.0) => String::new(),
+                    None => money_cell(key.limit),
+                };
                 let t_disabled = old.and_then(|r| r.target_disabled).unwrap_or(key.disabled);
-                let t_reset = old
-                    .and_then(|r| r.target_limit_reset.clone())
-                    .unwrap_or_else(|| key.limit_reset.clone());
+                let t_reset = match old.and_then(|r| r.target_limit_reset.clone()) {
+                    Some(t) => reset_cell(t.as_deref()),
+                    None if parse_reset(&reset_cell(key.limit_reset.as_deref())).is_err() => {
+                        String::new()
+                    }
+                    None => reset_cell(key.limit_reset.as_deref()),
+                };
                 let mut cells = vec![
                     email.to_string(),
                     name.to_string(),
-                    money_cell(t_limit),
+                    t_limit,
                     money_cell(key.limit),
                     t_disabled.to_string(),
                     key.disabled.to_string(),
-                    key.name.clone(),
+                    one_line(&key.name),
                     key.hash.clone(),
-                    reset_cell(t_reset.as_deref()),
-                    reset_cell(key.limit_reset.as_deref()),
+                    t_reset,
+                    one_line(&reset_cell(key.limit_reset.as_deref())),
                 ];
                 let extra = old.map(|r| r.extra.clone()).unwrap_or_default();
                 cells.extend(

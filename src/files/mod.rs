@@ -212,6 +212,15 @@ fn check_cells(record: &csv::StringRecord, line: u64) -> std::result::Result<(),
     Ok(())
 }
 
+/// Text from the account made fit for a cell the roster reader accepts back: one line, no
+/// control characters, at most the longest cell classkeys reads.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_CELL)
+        .collect()
+}
+
 /// A value for an error message: quoted, control characters escaped, at most 40 characters.
 pub fn excerpt(s: &str) -> String {
     const MAX: usize = 40;

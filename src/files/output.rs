@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use super::{CsvOut, PLAIN_MODE, SECRET_MODE, money_cell, reset_cell, write_new};
+use super::{CsvOut, PLAIN_MODE, SECRET_MODE, money_cell, one_line, reset_cell, write_new};
 use crate::domain::{ExportRow, Key};
 
 pub const SNAPSHOT_COLUMNS: [&str; 9] = [
@@ -40,13 +40,13 @@ pub fn write_snapshot<'a>(
                 out.row([
                     email,
                     name,
-                    &key.name,
+                    &one_line(&key.name),
                     &key.hash,
                     &key.usage.to_string(),
                     &money_cell(key.limit),
                     &key.disabled.to_string(),
-                    &reset_cell(key.limit_reset.as_deref()),
-                    key.created_at.as_deref().unwrap_or(""),
+                    &one_line(&reset_cell(key.limit_reset.as_deref())),
+                    &one_line(key.created_at.as_deref().unwrap_or("")),
                 ])?;
             }
             out.finish()?;
