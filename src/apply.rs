@@ -380,6 +380,12 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
             report.landed += 1;
             continue;
         }
+        if !crate::openrouter::plain_hash(&hash) {
+            ctx.ui.warn(format!(
+                "key {key_name} of {email} has a hash that is not a plain token; it is left alone"
+            ));
+            continue;
+        }
         match class.client.get_key(&hash) {
             Ok(key) => class.account.push(key),
             Err(e) if e.status() == Some(404) => {

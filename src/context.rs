@@ -19,10 +19,13 @@ pub struct Ctx {
     pub global: Global,
     pub ui: Ui,
     emulator: Option<Emulator>,
+    retry_window: Duration,
 }
 
 impl Ctx {
     pub fn new(global: Global) -> Result<Ctx> {
+        // Environment values are checked before anything else happens.
+        let retry_window = retry_window()?;
         let ui = Ui::new(global.json, global.sandbox);
         if global.sandbox {
             ui.note("classkeys: SANDBOX: using the built-in OpenRouter emulator (sandbox.json); no real keys, no money");
@@ -31,6 +34,7 @@ impl Ctx {
             global,
             ui,
             emulator: None,
+            retry_window,
         })
     }
 
@@ -48,7 +52,7 @@ impl Ctx {
     pub fn client(&mut self) -> Result<Client> {
         let settings = Settings {
             timeout: Duration::from_secs(self.global.timeout),
-            retry_window: retry_window()?,
+            retry_window: self.retry_window,
             jobs: self.global.jobs as usize,
         };
         if self.global.sandbox {

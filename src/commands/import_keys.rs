@@ -16,7 +16,8 @@ use crate::files::{check_email, email_key, read_table};
 use crate::openrouter::Key;
 use crate::store::{SecretSet, Store};
 
-struct Row {
+/// One row of an api_keys file.
+pub struct Row {
     file: PathBuf,
     line: u64,
     email: String,
@@ -188,7 +189,8 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn read_all(files: &[PathBuf]) -> Result<Vec<Row>> {
+/// Every row of the given api_keys files, checked (file and line in every error).
+pub fn read_all(files: &[PathBuf]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for file in files {
         let table = read_table(file, "the keys file")?;

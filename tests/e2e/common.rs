@@ -27,6 +27,9 @@ pub enum Fault {
     DoThenStatus(u16),
     /// Do the request, then answer only after this long (the client times out first).
     DoThenHang(Duration),
+    /// Answer this status with a body that echoes the request's Authorization header back, as
+    /// some gateways do.
+    Echo(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,12 @@ pub struct State {
     pub page_size: usize,
     /// Keys another class deletes right after the first page of a listing was served.
     pub deleted_after_first_page: Vec<String>,
+    /// A hostile account: every listing page is full of keys never seen before.
+    pub endless: bool,
+    /// A hostile account: listings answer a body of this many bytes.
+    pub huge_listing: Option<usize>,
+    /// The server's clock is this many seconds off ours (created_at of new keys).
+    pub skew_secs: i64,
 }
 
 impl State {
@@ -72,7 +81,9 @@ impl State {
         let hash = format!("{:064x}", 0xabc000 + seq);
         let secret = format!("sk-or-v1-{:064x}", 0x5ec000 + seq);
         let label = format!("{}...{}", &secret[..12], &secret[secret.len() - 4..]);
-        let created = chrono::Utc::now() + chrono::Duration::milliseconds(seq as i64);
+        let created = chrono::Utc::now()
+            + chrono::Duration::seconds(self.skew_secs)
+            + chrono::Duration::milliseconds(seq as i64);
         let data = json!({
             "hash": hash, "name": name, "label": label, "disabled": disabled, "limit": limit,
             "limit_remaining": limit.map(|l| (l - usage).max(0.0)), "limit_reset": null,
@@ -115,6 +126,12 @@ impl Respond for Responder {
         let fault = st.take_fault(&method);
         match &fault {
             Some(Fault::Status(s)) => return error(*s, "Injected failure"),
+            Some(Fault::Echo(s)) => {
+                return error(
+                    *s,
+                    &format!("Invalid request, headers were: authorization: {auth}"),
+                );
+            }
             Some(Fault::RateLimit(secs)) => {
                 return error(429, "Rate limit exceeded")
                     .insert_header("Retry-After", secs.to_string().as_str());
@@ -142,6 +159,18 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
             .map(|(_, v)| v.to_string())
     };
     match (method, path) {
+        ("GET", "/api/v1/keys") if st.endless => {
+            let offset: usize = query("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let page: Vec<Value> = (0..100)
+                .map(|i| json!({"hash": format!("{:064x}", offset + i + 1), "name": format!("k{}", offset + i), "label": "sk-or-v1-000...0000", "disabled": false, "limit": null, "usage": 0.0}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({ "data": page }))
+        }
+        ("GET", "/api/v1/keys") if st.huge_listing.is_some() => {
+            let n = st.huge_listing.unwrap_or(0);
+            let body = format!("{{\"data\": [], \"pad\": \"{}\"}}", "x".repeat(n));
+            ResponseTemplate::new(200).set_body_raw(body, "application/json")
+        }
         ("GET", "/api/v1/keys") => {
             let offset: usize = query("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
             let with_disabled = query("include_disabled").as_deref() == Some("true");
@@ -329,6 +358,17 @@ impl Fake {
         let mut st = self.state.lock().unwrap();
         loaded.append(&mut st.keys);
         st.keys = loaded;
+    }
+
+    /// Put a key on the account exactly as given (a hostile or malformed one).
+    pub fn add_raw(&self, data: Value) {
+        self.state.lock().unwrap().keys.insert(
+            0,
+            FakeKey {
+                data,
+                secret: String::new(),
+            },
+        );
     }
 
     pub fn fault(&self, method: &str, fault: Fault) {

@@ -4,6 +4,8 @@
 mod common;
 
 mod basics;
+mod fuzz;
+mod hostile;
 mod inputs;
 mod ledger;
 mod lifecycle;
