@@ -409,7 +409,11 @@ impl Client {
                     };
                 }
             };
-            return match serde_json::from_str(&text) {
+            // A body that is not quite JSON (a bare NaN, a lone surrogate in a name) is read
+            // leniently, so that one odd key is left alone instead of failing the whole page.
+            let parsed = serde_json::from_str(&text)
+                .or_else(|e| serde_json::from_str(&lenient(&text)).map_err(|_| e));
+            return match parsed {
                 Ok(v) => Try::Done(v),
                 Err(e) if create => Try::Fail(ApiError::Ambiguous {
                     what: what.into(),
@@ -488,6 +492,73 @@ fn read_limited(resp: Response, max: u64) -> Result<String, String> {
         ));
     }
     String::from_utf8(buf).map_err(|_| "the answer is not UTF-8 text".to_string())
+}
+
+/// JSON with what some servers send instead of it made readable: `NaN`, `Infinity` and
+/// `-Infinity` outside strings become `null`, and lone UTF-16 surrogate escapes inside strings
+/// become U+FFFD.
+fn lenient(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut in_str = false;
+    let hex = |at: usize| -> Option<u16> {
+        text.get(at..at + 4)
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            if c == b'\\' && b.get(i + 1) == Some(&b'u') {
+                if let Some(u) = hex(i + 2) {
+                    let high = (0xD800..0xDC00).contains(&u);
+                    let low = (0xDC00..0xE000).contains(&u);
+                    let paired = high
+                        && b.get(i + 6) == Some(&b'\\')
+                        && b.get(i + 7) == Some(&b'u')
+                        && hex(i + 8).is_some_and(|l| (0xDC00..0xE000).contains(&l));
+                    if (high && !paired) || low {
+                        out.push_str("\\ufffd");
+                        i += 6;
+                        continue;
+                    }
+                    if paired {
+                        out.push_str(&text[i..i + 12]);
+                        i += 12;
+                        continue;
+                    }
+                }
+                out.push_str(&text[i..i + 2]);
+                i += 2;
+                continue;
+            }
+            if c == b'\\' {
+                let end = (i + 2).min(b.len());
+                out.push_str(text.get(i..end).unwrap_or(""));
+                i = end;
+                continue;
+            }
+            if c == b'"' {
+                in_str = false;
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else {
+            let rest = &text[i..];
+            if let Some(word) = ["-Infinity", "Infinity", "NaN"]
+                .into_iter()
+                .find(|w| rest.starts_with(w))
+            {
+                out.push_str("null");
+                i += word.len();
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 /// `Retry-After` (seconds) first, then `X-RateLimit-Reset` (epoch ms or s, or seconds from now).
@@ -631,6 +702,19 @@ mod tests {
             "{w:?}"
         );
         assert_eq!(rate_limit_wait(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn odd_json_is_read_leniently() {
+        let v: serde_json::Value = serde_json::from_str(&lenient(
+            r#"{"a": NaN, "b": -Infinity, "c": "x\ud800y", "d": "\ud83d\ude00", "e": "NaN \" q"}"#,
+        ))
+        .unwrap();
+        assert_eq!(v["a"], serde_json::Value::Null);
+        assert_eq!(v["b"], serde_json::Value::Null);
+        assert_eq!(v["c"], "x\u{fffd}y");
+        assert_eq!(v["d"], "\u{1f600}");
+        assert_eq!(v["e"], "NaN \" q");
     }
 
     #[test]

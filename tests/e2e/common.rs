@@ -57,6 +57,8 @@ pub struct State {
     pub endless: bool,
     /// A hostile account: listings answer a body of this many bytes.
     pub huge_listing: Option<usize>,
+    /// A hostile account: the first listing page is this text, as sent (not quite JSON).
+    pub raw_first_page: Option<String>,
     /// The server's clock is this many seconds off ours (created_at of new keys).
     pub skew_secs: i64,
 }
@@ -165,6 +167,14 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
                 .map(|i| json!({"hash": format!("{:064x}", offset + i + 1), "name": format!("k{}", offset + i), "label": "sk-or-v1-000...0000", "disabled": false, "limit": null, "usage": 0.0}))
                 .collect();
             ResponseTemplate::new(200).set_body_json(json!({ "data": page }))
+        }
+        ("GET", "/api/v1/keys") if st.raw_first_page.is_some() => {
+            let offset: usize = query("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let body = match offset {
+                0 => st.raw_first_page.clone().unwrap_or_default(),
+                _ => "{\"data\": []}".to_string(),
+            };
+            ResponseTemplate::new(200).set_body_raw(body, "application/json")
         }
         ("GET", "/api/v1/keys") if st.huge_listing.is_some() => {
             let n = st.huge_listing.unwrap_or(0);

@@ -394,6 +394,37 @@ async fn malformed_and_odd_keys_are_left_alone_and_the_class_works() {
     assert_eq!(doc["students"].as_array().unwrap().len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_is_not_quite_json_costs_only_its_odd_keys() {
+    let fake = Fake::start().await;
+    let class = Class::new("email,name\nada@uni.edu,Ada Lovelace\n");
+    class.cmd(&fake).arg("init-db").assert().success();
+    let h = |c: char| c.to_string().repeat(64);
+    fake.state.lock().unwrap().raw_first_page = Some(format!(
+        r#"{{"data": [
+            {{"hash": "{}", "name": "NaN usage", "disabled": false, "limit": 1.0, "usage": NaN}},
+            {{"hash": "{}", "name": "Lone \ud800 surrogate", "disabled": false, "limit": null, "usage": 0.5}},
+            {{"hash": "{}", "name": "20261201_Someone", "disabled": false, "limit": 2.0, "usage": 0.25}}
+        ]}}"#,
+        h('a'),
+        h('b'),
+        h('c')
+    ));
+    let out = class.cmd(&fake).arg("check").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read"),
+        "the NaN key is reported: {}",
+        stderr(&out)
+    );
+    let roster = class.read("roster.csv");
+    assert!(roster.contains("lone.surrogate@FIXME.edu"), "{roster}");
+    assert!(roster.contains("someone@FIXME.edu"), "{roster}");
+    // The roster it wrote reads back.
+    let out = class.cmd(&fake).arg("check").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn odd_environment_values_are_exit_2_naming_the_variable() {
     let class = Class::new(&roster(1));
