@@ -375,7 +375,9 @@ impl Client {
                     }
                     if !self.told.swap(true, std::sync::atomic::Ordering::SeqCst) {
                         eprintln!(
-                            "classkeys: {what}: {detail}; retrying (for up to {} s)…",
+                            "classkeys: {}: {}; retrying (for up to {} s)…",
+                            crate::ui::shown(what),
+                            crate::ui::shown(&detail),
                             self.settings.retry_window.as_secs()
                         );
                     }

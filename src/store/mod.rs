@@ -124,6 +124,7 @@ impl Store {
                 shown(path)
             )));
         }
+        side_files_are_its_own(path)?;
         let mut conn =
             Connection::open(path).with_context(|| format!("opening {}", shown(path)))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -633,6 +634,31 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// SQLite writes `keys.db-wal`, `-shm` and `-journal` beside the database and truncates them: a
+/// planted link there would let it clobber another file. Any such link is refused, untouched.
+fn side_files_are_its_own(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for base in [path.to_path_buf(), real] {
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut name = base.clone().into_os_string();
+            name.push(suffix);
+            let side = PathBuf::from(name);
+            let Ok(meta) = std::fs::symlink_metadata(&side) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() || (meta.is_file() && meta.nlink() > 1) {
+                return Err(crate::error::input(format!(
+                    "{} is a link, not SQLite's own file; it was left untouched and nothing was changed. \
+                     Move it away and run the command again",
+                    side.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What kind of database a file is, with every failure naming the file and what to do.

@@ -83,6 +83,21 @@ async fn a_planted_lock_link_is_refused_and_keys_db_survives() {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         std::fs::remove_file(class.path("keys.db.lock")).unwrap();
     }
+    // SQLite's side files: a planted link there is refused too.
+    for side in ["keys.db-wal", "keys.db-shm", "keys.db-journal"] {
+        let had = class.path(side).exists();
+        if had {
+            std::fs::rename(class.path(side), class.path("moved")).unwrap();
+        }
+        std::os::unix::fs::symlink(&other, class.path(side)).unwrap();
+        let out = class.cmd(&fake).arg("check").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{side}: {}", stderr(&out));
+        assert!(stderr(&out).contains(side), "{}", stderr(&out));
+        std::fs::remove_file(class.path(side)).unwrap();
+        if had {
+            std::fs::rename(class.path("moved"), class.path(side)).unwrap();
+        }
+    }
     assert_eq!(
         std::fs::read(class.path("keys.db")).unwrap(),
         db,
