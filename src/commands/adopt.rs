@@ -12,7 +12,6 @@ use crate::cli::AdoptArgs;
 use crate::context::Ctx;
 use crate::domain::Owner;
 use crate::error::Exit;
-use crate::files::email_key;
 use crate::files::roster::Roster;
 use crate::openrouter::Key;
 use crate::store::{Change, run_time};
@@ -55,7 +54,7 @@ pub fn run(ctx: &mut Ctx, args: AdoptArgs) -> Result<Exit> {
         let item = |why: &str| Item {
             email: String::new(),
             name: String::new(),
-            key_name: crate::ui::clean(&key.name),
+            key_name: key.name.clone(),
             hash: key.hash.clone(),
             why: why.to_string(),
         };
@@ -82,9 +81,9 @@ pub fn run(ctx: &mut Ctx, args: AdoptArgs) -> Result<Exit> {
                 left_alone.push(Item {
                     email: s.email.clone(),
                     name: s.name.clone(),
-                    key_name: crate::ui::clean(&k.name),
+                    key_name: k.name.clone(),
                     hash: k.hash.clone(),
-                    why: format!("{} keys are named for {}", 2, s.email),
+                    why: format!("several keys are named for {}", s.email),
                 });
             }
             continue;
@@ -93,7 +92,7 @@ pub fn run(ctx: &mut Ctx, args: AdoptArgs) -> Result<Exit> {
         adopted.push(Item {
             email: s.email.clone(),
             name: s.name.clone(),
-            key_name: crate::ui::clean(&k.name),
+            key_name: k.name.clone(),
             hash: k.hash.clone(),
             why: "named for this student".into(),
         });
@@ -119,7 +118,6 @@ pub fn run(ctx: &mut Ctx, args: AdoptArgs) -> Result<Exit> {
         class.refresh_known()?;
         class.record(at)?;
     }
-    let _ = email_key;
     if ctx.ui.json {
         ctx.ui.json(&Report {
             dry_run: args.dry_run,

@@ -196,16 +196,20 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             a.email, a.name, a.old_email
         ));
     }
-    if !fixme.is_empty() {
+    // FIXME rows from earlier checks (the ones just added are listed below).
+    let earlier: Vec<_> = fixme
+        .iter()
+        .filter(|(e, _, _)| !added.iter().any(|(a, _)| a == e))
+        .collect();
+    if !earlier.is_empty() {
         ctx.ui.say(format!(
             "{} FIXME row(s) in {}: keys nobody has claimed, not counted above (write a student's email \
              into a row to adopt its key, or delete the row to dismiss it):",
-            fixme.len(),
+            earlier.len(),
             class.roster.path.display()
         ));
-        for (email, _, key) in &fixme {
-            ctx.ui
-                .say(format!("  {email}  {}", crate::ui::clean(&key.name)));
+        for (email, _, key) in earlier {
+            ctx.ui.say(format!("  {email}  {}", key.name));
         }
     }
     for (email, name) in &added {
@@ -222,15 +226,23 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             a.email
         ));
     }
-    if !off_roster.is_empty() {
+    let (dropped, left): (Vec<&str>, Vec<&str>) = off_roster
+        .iter()
+        .map(|(e, _, _)| *e)
+        .partition(|e| class.dropped.contains(&crate::files::email_key(e)));
+    if !dropped.is_empty() {
         ctx.ui.say(format!(
-            "{} key(s) of the class belong to students no longer on the roster (not counted): {}",
-            off_roster.len(),
-            off_roster
-                .iter()
-                .map(|(e, _, _)| *e)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{} key(s) of dropped students (not counted): {}",
+            dropped.len(),
+            dropped.join(", ")
+        ));
+    }
+    if !left.is_empty() {
+        ctx.ui.say(format!(
+            "{} key(s) of the class belong to students no longer on the roster (not counted; \
+             `classkeys drop-student` or `change-email` says what happened): {}",
+            left.len(),
+            left.join(", ")
         ));
     }
     if view.not_ours > 0 {
