@@ -76,7 +76,7 @@ pub enum Command {
 --class TAG names the class's new keys TAG_YYYYMMDD_<name>, so that several classes can share one account: \
 a tagged class never takes another's keys for its own. A tag may be set on an existing class; its older keys \
 keep their names.",
-        after_help = "Example:\n  classkeys init-db\n  classkeys init-db --class CS101-A"
+        after_help = "Example:\n  classkeys init-db\n  classkeys init-db --class CS101-A --key-names pseudonymous"
     )]
     InitDb(InitArgs),
 
@@ -195,6 +195,19 @@ pub struct InitArgs {
     /// Tag the class's new keys TAG_YYYYMMDD_<name> (letters, digits, `-`)
     #[arg(long = "class", value_name = "TAG")]
     pub class: Option<String>,
+    /// How new keys are named: `names` (YYYYMMDD_<student name>, the default) or `pseudonymous`
+    /// (YYYYMMDD_<10 hex digits>: no name or email reaches OpenRouter)
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub key_names: Option<KeyNames>,
+    /// Keep the class's keys in this OpenRouter workspace (its id or slug; needs the management key)
+    #[arg(long, value_name = "ID")]
+    pub workspace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyNames {
+    Names,
+    Pseudonymous,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -150,28 +150,51 @@ impl Tag {
     }
 }
 
-/// How the class names its keys: `[TAG_]YYYYMMDD_<name>`.
+/// How the class names its keys: `[TAG_]YYYYMMDD_<name>`, or with pseudonymous names
+/// `[TAG_]YYYYMMDD_<10 hex>`, the hex derived from the student's email and a secret of the class.
 #[derive(Debug, Clone, Default)]
 pub struct Naming {
     pub tag: Option<Tag>,
+    /// The class's secret for pseudonyms (set: names are pseudonymous).
+    pub pseudonym_secret: Option<String>,
 }
 
 impl Naming {
-    pub fn key_name(&self, date: &str, student: &str) -> String {
+    /// The name of a new key of this student.
+    pub fn key_name(&self, date: &str, student: &Student) -> String {
+        let who = match &self.pseudonym_secret {
+            Some(secret) => pseudonym(secret, &student.email),
+            None => student.name.clone(),
+        };
         match &self.tag {
-            Some(t) => format!("{}{date}_{student}", t.prefix()),
-            None => format!("{date}_{student}"),
+            Some(t) => format!("{}{date}_{who}", t.prefix()),
+            None => format!("{date}_{who}"),
         }
     }
 
-    /// The student name a key name of this class carries, if it is one of this class's names:
-    /// `CS101_20250907_Alice Smith` -> `Alice Smith` (tagged), `20250907_Alice Smith` (untagged).
+    /// What a key name of this class says after its date (a student's name or pseudonym), if
+    /// it is one of this class's names: `CS101_20250907_Alice Smith` -> `Alice Smith` (tagged),
+    /// `20250907_Alice Smith` (untagged).
     pub fn student_of<'a>(&self, key_name: &'a str) -> Option<&'a str> {
         let rest = match &self.tag {
             Some(t) => key_name.strip_prefix(&t.prefix())?,
             None => key_name,
         };
         dated_name(rest)
+    }
+
+    /// Whether a key's name designates this student: their name, or their pseudonym.
+    pub fn designates(&self, key_name: &str, student: &Student) -> bool {
+        match self.student_of(key_name) {
+            Some(who) => {
+                who == student.name
+                    || self
+                        .pseudonym_secret
+                        .as_ref()
+                        .is_some_and(|s| who == pseudonym(s, &student.email))
+            }
+            None => false,
+        }
     }
 
     /// Whether an unknown key may be this class's at all: in a tagged class, only `TAG_…` keys.
@@ -181,6 +204,19 @@ impl Naming {
             None => true,
         }
     }
+}
+
+/// A student's pseudonym in key names: 10 lowercase hex digits of HMAC-SHA256(class secret,
+/// lower-cased email). Nobody without keys.db can tell whose key it is.
+pub fn pseudonym(secret: &str, email: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(email_key(email).as_bytes());
+    mac.finalize().into_bytes()[..5]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `20250907_Alice Smith` -> `Alice Smith`.
@@ -429,16 +465,42 @@ mod tests {
         assert!(Tag::parse("cs 101").is_err());
         assert!(Tag::parse("a_b").is_err());
         assert!(Tag::parse("").is_err());
+        let ada = Student {
+            email: "Ada@uni.edu".into(),
+            name: "Ada".into(),
+            limit: None,
+            limit_reset: None,
+            line: 2,
+        };
         let tagged = Naming {
             tag: Some(Tag::parse("CS101").unwrap()),
+            pseudonym_secret: None,
         };
-        assert_eq!(tagged.key_name("20261201", "Ada"), "CS101_20261201_Ada");
+        assert_eq!(tagged.key_name("20261201", &ada), "CS101_20261201_Ada");
         assert_eq!(tagged.student_of("CS101_20261201_Ada"), Some("Ada"));
         assert_eq!(tagged.student_of("20261201_Ada"), None);
         assert!(!tagged.may_be_ours("20261201_Ada"));
         assert!(!tagged.may_be_ours("CS102_20261201_Ada"));
         let plain = Naming::default();
-        assert_eq!(plain.key_name("20261201", "Ada"), "20261201_Ada");
+        assert_eq!(plain.key_name("20261201", &ada), "20261201_Ada");
+        let hidden = Naming {
+            tag: None,
+            pseudonym_secret: Some("s3cret".into()),
+        };
+        let name = hidden.key_name("20261201", &ada);
+        let hex = name.strip_prefix("20261201_").unwrap();
+        assert_eq!(hex.len(), 10);
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert!(!name.contains("Ada") && !name.to_lowercase().contains("ada@"));
+        assert!(hidden.designates(&name, &ada));
+        assert_eq!(
+            pseudonym("s3cret", "ADA@uni.edu "),
+            pseudonym("s3cret", "ada@uni.edu")
+        );
+        assert_ne!(pseudonym("other", "ada@uni.edu"), hex);
         assert_eq!(plain.student_of("20261201_Ada"), Some("Ada"));
         assert_eq!(plain.student_of("My key"), None);
     }

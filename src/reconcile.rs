@@ -270,6 +270,36 @@ pub fn match_keys<'a>(
             .collect();
         (c.len() == 1).then(|| c[0])
     };
+    // The one roster student without a key whom a key name of this class designates (by name,
+    // or by pseudonym).
+    let by_pseudonym: HashMap<String, Vec<usize>> = match &naming.pseudonym_secret {
+        Some(secret) => {
+            let mut m: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, s) in roster
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_placeholder())
+            {
+                m.entry(crate::domain::pseudonym(secret, &s.email))
+                    .or_default()
+                    .push(i);
+            }
+            m
+        }
+        None => HashMap::new(),
+    };
+    let designated = |key_name: &str, keys_of: &[Vec<&Key>]| -> Option<usize> {
+        let who = naming.student_of(key_name)?;
+        let c: Vec<usize> = by_name
+            .get(who)
+            .into_iter()
+            .chain(by_pseudonym.get(who))
+            .flatten()
+            .copied()
+            .filter(|i| keys_of[*i].is_empty())
+            .collect();
+        (c.len() == 1).then(|| c[0])
+    };
     for (key, placeholder) in fixme_left {
         let name = ledger
             .names
@@ -301,8 +331,7 @@ pub fn match_keys<'a>(
             continue;
         }
         if naming.tag.is_some()
-            && let Some(name) = naming.student_of(&key.name)
-            && let Some(i) = free(name, &keys_of, false)
+            && let Some(i) = designated(&key.name, &keys_of)
         {
             keys_of[i].push(key);
             view.adopted.push(Adopted {
@@ -686,6 +715,7 @@ mod tests {
     fn tagged(tag: &str) -> Naming {
         Naming {
             tag: Some(crate::domain::Tag::parse(tag).unwrap()),
+            pseudonym_secret: None,
         }
     }
 

@@ -43,9 +43,16 @@ pub fn run(ctx: &mut Ctx, args: AdoptArgs) -> Result<Exit> {
     let mut candidates: Vec<&Key> = view.orphans.iter().map(|o| o.key).collect();
     candidates.extend(view.fixme_rows().into_iter().map(|(_, _, k)| k));
     let keyless: Vec<_> = view.keyless();
-    let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    // Who a key name can designate: a student's name, or (pseudonymous names) their pseudonym.
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, s) in keyless.iter().enumerate() {
-        by_name.entry(s.name.as_str()).or_default().push(i);
+        by_name.entry(s.name.clone()).or_default().push(i);
+        if let Some(secret) = &class.naming.pseudonym_secret {
+            by_name
+                .entry(crate::domain::pseudonym(secret, &s.email))
+                .or_default()
+                .push(i);
+        }
     }
     // Student index -> the keys named for them.
     let mut claims: HashMap<usize, Vec<&Key>> = HashMap::new();

@@ -65,7 +65,14 @@ pub fn check_account_kind(ctx: &Ctx, store: &Store, db: &Path) -> Result<()> {
 /// The class's naming policy, as keys.db records it.
 pub fn naming(store: &Store) -> Result<Naming> {
     let tag = store.meta("tag")?.and_then(|t| Tag::parse(&t).ok());
-    Ok(Naming { tag })
+    let pseudonym_secret = match store.meta("key_names")?.as_deref() {
+        Some("pseudonymous") => store.meta("pseudonym_secret")?,
+        _ => None,
+    };
+    Ok(Naming {
+        tag,
+        pseudonym_secret,
+    })
 }
 
 impl Class {
@@ -80,7 +87,7 @@ impl Class {
     ) -> Result<Class> {
         check_account_kind(ctx, &store, db)?;
         let naming = naming(&store)?;
-        let client = ctx.client()?;
+        let client = ctx.client()?.in_workspace(store.meta("workspace")?);
         let account = client.list_keys()?;
         if !dry_run && store.account_kind()?.is_none() {
             store.set_meta("account", AccountKind::of(ctx.global.sandbox).as_str())?;

@@ -55,7 +55,7 @@ pub fn run(ctx: &mut Ctx, args: ImportArgs) -> Result<Exit> {
     let rows = read_all(&args.files)?;
     let mut store = Store::open(&args.db.db)?;
     super::class::check_account_kind(ctx, &store, &args.db.db)?;
-    let client = ctx.client()?;
+    let client = ctx.client()?.in_workspace(store.meta("workspace")?);
     let account = client.list_keys()?;
     let known = store.known_keys()?;
     let known_email = |hash: &str| {

@@ -119,7 +119,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
                 email: s.email.clone(),
                 name: s.name.clone(),
                 new: NewKey {
-                    name: class.naming.key_name(&date, &s.name),
+                    name: class.naming.key_name(&date, s),
                     limit,
                     limit_reset,
                     expires_at: expires.clone(),

@@ -89,11 +89,18 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
                 .skip(1)
                 .map(|k| (entry.student.email.clone(), (*k).clone())),
         );
+        let mut new = successor(key, args.fresh_limit);
+        if class.naming.pseudonym_secret.is_some() {
+            // A rotation is when a key made before the switch gets its pseudonymous name.
+            new.name = class
+                .naming
+                .key_name(&crate::reconcile::name_date(at), entry.student);
+        }
         old.push((
             entry.student.email.clone(),
             entry.student.name.clone(),
             key.clone(),
-            successor(key, args.fresh_limit),
+            new,
         ));
     }
     drop(view);

@@ -98,6 +98,9 @@ pub struct Client {
     pace: Pace,
     /// Whether the instructor was told that requests are being retried.
     told: std::sync::atomic::AtomicBool,
+    /// The class's workspace: every listing and create names it (a plain listing shows only
+    /// the default workspace).
+    workspace: Option<String>,
 }
 
 /// What one try of a request came to.
@@ -172,7 +175,35 @@ impl Client {
             settings,
             pace,
             told: Default::default(),
+            workspace: None,
         })
+    }
+
+    /// Work in this workspace (its id) from now on.
+    pub fn in_workspace(mut self, id: Option<String>) -> Client {
+        self.workspace = id;
+        self
+    }
+
+    /// A workspace by id or slug: its id (`GET /workspaces/{id}`).
+    pub fn workspace_id(&self, id_or_slug: &str) -> Result<String, ApiError> {
+        let what = format!("reading workspace {id_or_slug:?}");
+        let w: serde_json::Value = self.call(
+            Method::GET,
+            &["workspaces", id_or_slug],
+            &[],
+            None::<&()>,
+            false,
+            &what,
+        )?;
+        w["data"]["id"]
+            .as_str()
+            .filter(|id| plain_hash(id))
+            .map(String::from)
+            .ok_or_else(|| ApiError::Decode {
+                what,
+                detail: "the answer names no workspace id".into(),
+            })
     }
 
     pub fn jobs(&self) -> usize {
@@ -201,10 +232,13 @@ impl Client {
                 });
             }
             let what = format!("listing keys (offset {offset})");
-            let query = [
+            let mut query = vec![
                 ("include_disabled", "true".to_string()),
                 ("offset", offset.to_string()),
             ];
+            if let Some(ws) = &self.workspace {
+                query.push(("workspace_id", ws.clone()));
+            }
             let page: KeyList =
                 self.call(Method::GET, &["keys"], &query, None::<&()>, false, &what)?;
             let n = page.data.len();
@@ -265,7 +299,14 @@ impl Client {
     /// Never retried blindly: a timeout, dropped connection or 5xx is `ApiError::Ambiguous`.
     pub fn create_key(&self, new: &NewKey) -> Result<Created, ApiError> {
         let what = format!("creating key {:?}", new.name);
-        self.call(Method::POST, &["keys"], &[], Some(new), true, &what)
+        let mut body = serde_json::to_value(new).map_err(|e| ApiError::Decode {
+            what: what.clone(),
+            detail: e.to_string(),
+        })?;
+        if let (Some(ws), Some(obj)) = (&self.workspace, body.as_object_mut()) {
+            obj.insert("workspace_id".into(), serde_json::Value::String(ws.clone()));
+        }
+        self.call(Method::POST, &["keys"], &[], Some(&body), true, &what)
     }
 
     pub fn update_key(&self, hash: &str, patch: &Patch) -> Result<Key, ApiError> {

@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+/// The one workspace of the fake account besides the default one (slug `cs101`).
+pub const WORKSPACE_ID: &str = "0df9e665-d932-5740-b2c7-b52af166bc11";
+
 /// A management key no output or file may ever contain.
 pub const SENTINEL: &str = "sk-or-v1-SENTINEL-management-key-0123456789abcdef";
 
@@ -184,11 +187,16 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
         ("GET", "/api/v1/keys") => {
             let offset: usize = query("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
             let with_disabled = query("include_disabled").as_deref() == Some("true");
+            // As OpenRouter: without workspace_id, only the default workspace's keys.
+            let workspace = query("workspace_id")
+                .map(Value::String)
+                .unwrap_or(Value::Null);
             let visible: Vec<&Value> = st
                 .keys
                 .iter()
                 .map(|k| &k.data)
                 .filter(|d| with_disabled || d["disabled"] == json!(false))
+                .filter(|d| d.get("workspace_id").cloned().unwrap_or(Value::Null) == workspace)
                 .collect();
             let size = if st.page_size == 0 { 100 } else { st.page_size };
             let page: Vec<Value> = visible
@@ -219,6 +227,7 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
                     "limit_reset",
                     "include_byok_in_limit",
                     "expires_at",
+                    "workspace_id",
                 ]
                 .contains(&k.as_str())
                 {
@@ -232,8 +241,21 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
             if body.get("expires_at").is_some() {
                 data["expires_at"] = body["expires_at"].clone();
             }
+            if let Some(ws) = body.get("workspace_id") {
+                data["workspace_id"] = ws.clone();
+            }
             let _ = hash;
             ResponseTemplate::new(201).set_body_json(json!({ "data": data.clone(), "key": secret }))
+        }
+        ("GET", p) if p.starts_with("/api/v1/workspaces/") => {
+            let id = &p["/api/v1/workspaces/".len()..];
+            if id == WORKSPACE_ID || id == "cs101" {
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"data": {"id": WORKSPACE_ID, "slug": "cs101", "name": "CS 101"}}),
+                )
+            } else {
+                error(404, "Workspace not found")
+            }
         }
         ("GET", "/api/v1/credits") => {
             if let Some(status) = st.credits_status {

@@ -762,3 +762,116 @@ async fn a_hand_edited_email_makes_no_second_key() {
     assert_eq!(doc["renamed"], json!([]));
     assert_eq!(fake.keys().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pseudonymous_names_send_no_name_or_email_and_everything_still_matches() {
+    let fake = Fake::start().await;
+    let class = Class::new(
+        "email,name\nada@uni.edu,Ada Lovelace\nkim1@uni.edu,Kim Lee\nkim2@uni.edu,Kim Lee\n",
+    );
+    run(
+        &class,
+        &fake,
+        &["init-db", "--class", "CS1", "--key-names", "pseudonymous"],
+    );
+    run(&class, &fake, &["provision"]);
+    run(&class, &fake, &["rotate", "--email", "kim2@uni.edu"]);
+    run(
+        &class,
+        &fake,
+        &[
+            "change-email",
+            "--email",
+            "ada@uni.edu",
+            "--to",
+            "ada.l@uni.edu",
+        ],
+    );
+    run(
+        &class,
+        &fake,
+        &["disable", "--email", "ada.l@uni.edu", "--yes"],
+    );
+    for (method, path, body) in fake.requests().await {
+        for word in ["Ada", "Lovelace", "Kim", "Lee", "uni.edu", "ada", "kim"] {
+            assert!(
+                !body.contains(word) && !path.contains(word),
+                "{method} {path} carries {word}: {body}"
+            );
+        }
+    }
+    let date = chrono::Local::now().format("%Y%m%d").to_string();
+    for key in fake.keys() {
+        let name = key["name"].as_str().unwrap();
+        let hex = name
+            .strip_prefix(&format!("CS1_{date}_"))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(hex.len(), 10, "{name}");
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+    let names: HashSet<String> = fake
+        .keys()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "two students of one name get two names");
+    // Matching, reports and exports work as before, through keys.db.
+    let doc = run_json(&class, &fake, &["check"]);
+    assert_eq!(doc["students"].as_array().unwrap().len(), 3, "{doc}");
+    assert_eq!(class.exported().len(), 3);
+    assert_agrees(&class, &fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_in_a_workspace_names_it_on_every_listing_and_create() {
+    let fake = Fake::start().await;
+    // A key in the default workspace with a student's name: not visible, not touched.
+    fake.add_key("20260101_Ada Lovelace", Some(2.0), false, 0.0);
+    let class = Class::new("email,name\nada@uni.edu,Ada Lovelace\nbo@uni.edu,Bo Chen\n");
+    run(&class, &fake, &["init-db", "--workspace", "cs101"]);
+    assert_eq!(
+        class
+            .db()
+            .query_row(
+                "SELECT value FROM class_meta WHERE name = 'workspace'",
+                [],
+                |r| r.get::<_, String>(0)
+            )
+            .unwrap(),
+        WORKSPACE_ID,
+        "the slug is resolved and the id kept"
+    );
+    run(&class, &fake, &["provision"]);
+    run(&class, &fake, &["check"]);
+    for (method, path, body) in fake.requests().await {
+        if method == "GET" && path.starts_with("/api/v1/keys?") {
+            assert!(
+                path.contains(&format!("workspace_id={WORKSPACE_ID}")),
+                "{path}"
+            );
+        }
+        if method == "POST" {
+            assert!(body.contains(WORKSPACE_ID), "{body}");
+        }
+    }
+    let in_ws = fake
+        .keys()
+        .iter()
+        .filter(|k| k["workspace_id"] == json!(WORKSPACE_ID))
+        .count();
+    assert_eq!(in_ws, 2);
+    let doc = run_json(&class, &fake, &["check"]);
+    assert_eq!(
+        doc["not_class_keys"], 0,
+        "the default workspace is not listed: {doc}"
+    );
+    let out = class
+        .cmd(&fake)
+        .args(["init-db", "--workspace", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
