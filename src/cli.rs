@@ -303,10 +303,12 @@ pub struct ExportArgs {
 pub struct ReportArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Start of the window: an RFC 3339 date-time or a snapshot_*.csv file (default: the beginning)
+    /// Start of the window: a date-time (RFC 3339, or local like "2026-11-27 09:00"), a date (the
+    /// start of that local day) or a snapshot_*.csv file (default: the beginning)
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    /// End of the window: an RFC 3339 date-time or a snapshot_*.csv file (default: now)
+    /// End of the window: a date-time, a date (the start of that local day) or a snapshot_*.csv
+    /// file (default: now)
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
     /// Also write a self-contained HTML page with charts

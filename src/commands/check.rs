@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::class::{Class, StudentJson, open_store, sandbox_tag, student_table};
+use super::toggle::plural;
 use crate::cli::CheckArgs;
 use crate::context::Ctx;
 use crate::error::Exit;
@@ -160,20 +161,32 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         student_table(ctx, &rows);
     }
     let disabled = rows.iter().filter(|(_, _, k)| k.disabled).count();
+    let students = class
+        .roster
+        .students
+        .iter()
+        .filter(|s| !s.is_placeholder())
+        .count();
     ctx.ui.say(format!(
-        "{}{} students on the roster, {} keys ({} disabled), total usage ${:.2}",
+        "{}{} on the roster, {} ({} disabled), total usage ${:.2}",
         sandbox_tag(ctx),
-        class
-            .roster
-            .students
-            .iter()
-            .filter(|s| !s.is_placeholder())
-            .count(),
-        rows.len(),
+        plural(students, "student"),
+        plural(rows.len(), "key"),
         disabled,
         total_usage
     ));
-    if !without_key.is_empty() {
+    let deleted = class
+        .known
+        .iter()
+        .filter(|k| k.owner == crate::domain::Owner::Class && k.deleted)
+        .count();
+    if rows.is_empty() && deleted > 0 {
+        ctx.ui.say(format!(
+            "every key of this class is deleted ({}; the history stays in keys.db). To start the class \
+             over, `classkeys provision` makes new ones",
+            plural(deleted, "key")
+        ));
+    } else if !without_key.is_empty() {
         let names: Vec<&str> = without_key.iter().map(|p| p.email.as_str()).collect();
         ctx.ui.say(format!(
             "{} without a key (run `classkeys {}provision`): {}",

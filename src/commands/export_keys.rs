@@ -64,7 +64,12 @@ pub fn run(ctx: &mut Ctx, args: ExportArgs) -> Result<Exit> {
         }
     }
     if rows.is_empty() {
-        ctx.ui.note("no stored secrets yet: keys made by `classkeys provision` (or imported with `import-keys`) appear here");
+        if store.all_deleted()? {
+            ctx.ui
+                .note("every key of this class is deleted: there are no secrets to hand out");
+        } else {
+            ctx.ui.note("no stored secrets yet: keys made by `classkeys provision` (or imported with `import-keys`) appear here");
+        }
     }
     Ok(Exit::Ok)
 }

@@ -19,7 +19,7 @@ use crate::report::{self, Report, Window, html};
 use crate::store::Store;
 
 const FORMS: &str = "use an RFC 3339 date-time such as 2026-11-27T09:00:00Z or 2026-11-27T10:00:00+01:00, \
-a local date-time such as \"2026-11-27 09:00\", or a snapshot file such as snapshot_20261127_090000.csv";
+a local date-time such as \"2026-11-27 09:00\", a date such as 2026-11-27 (the start of that local day), or a snapshot file such as snapshot_20261127_090000.csv";
 
 #[derive(Serialize)]
 struct Json<'a> {
@@ -108,9 +108,9 @@ fn table(ctx: &Ctx, report: &Report) {
     );
     let t = &report.totals;
     ctx.ui.say(format!(
-        "{} students ({} keys): spent {} in the window, usage now {}; {} over 80%, {} at the limit, {} never used",
-        t.students,
-        t.keys,
+        "{} ({}): spent {} in the window, usage now {}; {} over 80%, {} at the limit, {} never used",
+        super::toggle::plural(t.students, "student"),
+        super::toggle::plural(t.keys, "key"),
         report::money(t.spent),
         report::money(t.usage_now),
         t.over_80,

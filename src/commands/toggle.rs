@@ -68,6 +68,15 @@ struct Target {
     done: bool,
 }
 
+/// `1 key`, `2 keys`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// Check `--email`s against the roster before anything is sent.
 pub fn check_emails(roster: &Roster, emails: &[String]) -> Result<()> {
     for email in emails {
@@ -166,24 +175,43 @@ pub fn run(ctx: &mut Ctx, args: SelectArgs, action: Action) -> Result<Exit> {
         })
         .collect();
 
-    let question = format!(
-        "{} {} key(s) of {} student(s)",
-        action.verb(),
-        todo.len(),
-        {
-            let mut e: Vec<&str> = todo.iter().map(|t| t.0.as_str()).collect();
-            e.dedup();
-            e.len()
-        }
-    );
     if args.dry_run || todo.is_empty() {
         return finish(ctx, action, args.dry_run, targets, already.len(), None);
     }
-    if !confirm(ctx, args.yes, &question)? {
-        ctx.ui.say("nothing was changed");
-        return Ok(Exit::Ok);
+    if !args.yes {
+        // Say exactly what would change before asking.
+        let mut lines: Vec<String> = todo
+            .iter()
+            .take(20)
+            .map(|(email, name, k)| format!("  {email}  {name}  {}", k.name))
+            .collect();
+        if todo.len() > 20 {
+            lines.push(format!("  … and {} more", todo.len() - 20));
+        }
+        for line in lines {
+            ctx.ui.note(line);
+        }
     }
-
+    let students = {
+        let mut e: Vec<&str> = todo.iter().map(|t| t.0.as_str()).collect();
+        e.sort_unstable();
+        e.dedup();
+        e.len()
+    };
+    let question = format!(
+        "{} {} of {}{}",
+        action.verb(),
+        plural(todo.len(), "key"),
+        plural(students, "student"),
+        if action == Action::Delete {
+            " (a delete cannot be undone)"
+        } else {
+            ""
+        }
+    );
+    if !confirm(ctx, args.yes, &question)? {
+        return Err(input("not confirmed: nothing was changed"));
+    }
     let (applied, failure) = change_keys(ctx, &mut class, &todo, action)?;
     for t in &mut targets {
         t.done = applied.patched(&t.hash) || applied.deleted().any(|k| k.hash == t.hash);

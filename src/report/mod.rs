@@ -370,12 +370,19 @@ fn naive_from_file_name(name: &str) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(digits, "%Y%m%d_%H%M%S").ok()
 }
 
-/// A `--since`/`--until` value that is a date-time: RFC 3339 with `Z` or an offset, or a local
-/// date-time without one (`2026-11-27 09:00`, `2026-11-27T09:00:00`). `None`: not a date-time.
+/// A `--since`/`--until` value that is a date-time: RFC 3339 with `Z` or an offset, a local
+/// date-time without one (`2026-11-27 09:00`, `2026-11-27T09:00:00`), or a plain date (the start
+/// of that local day). `None`: not a date-time.
 pub fn parse_date_time<Tz: TimeZone>(s: &str, tz: &Tz) -> Option<DateTime<Utc>> {
     let t = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Some(dt.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .and_then(|n| tz.from_local_datetime(&n).earliest())
+            .map(|t| t.with_timezone(&Utc));
     }
     [
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -572,6 +579,13 @@ mod tests {
         let history = [obs("e", t(9, 0), 1.0), obs("e", t(10, 0), 0.2)];
         let r = build(&[k], &history, window(Some(t(9, 0)), None));
         assert_eq!(r.students[0].spent, 0.0);
+    }
+
+    #[test]
+    fn a_plain_date_is_the_start_of_that_local_day() {
+        let tz = chrono::FixedOffset::east_opt(3600).unwrap();
+        let t = parse_date_time("2026-12-01", &tz).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-30T23:00:00+00:00");
     }
 
     #[test]
@@ -804,7 +818,11 @@ mod tests {
         assert_eq!(parse_date_time("2026-11-27T10:00:00+01:00", &Utc), nine_utc);
         assert_eq!(parse_date_time(" 2026-11-27 10:00 ", &paris), nine_utc);
         assert_eq!(parse_date_time("2026-11-27T10:00:00", &paris), nine_utc);
-        assert_eq!(parse_date_time("2026-11-27", &paris), None);
+        // A plain date: the start of that local day.
+        assert_eq!(
+            parse_date_time("2026-11-27", &paris),
+            Some(t(0, 0) - chrono::Duration::hours(1))
+        );
         assert_eq!(
             parse_date_time("snapshot_20261127_090000.csv", &paris),
             None

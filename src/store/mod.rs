@@ -226,6 +226,16 @@ impl Store {
             .and_then(AccountKind::parse))
     }
 
+    /// Whether the class had keys and every one of them is deleted (the end of a term).
+    pub fn all_deleted(&self) -> Result<bool> {
+        let (all, deleted): (i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(deleted_at IS NOT NULL), 0) FROM key WHERE owner = 'class'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(all > 0 && all == deleted)
+    }
+
     /// Emails of students dropped with `drop-student`.
     pub fn dropped(&self) -> Result<Vec<String>> {
         let mut stmt = self

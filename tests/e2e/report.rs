@@ -258,7 +258,7 @@ async fn bad_windows_exit_2_and_say_what_is_accepted() {
     for args in [
         vec!["--since", "yesterday"],
         vec!["--until", "snapshot_20990101_000000.csv"],
-        vec!["--since", "2026-11-27"],
+        vec!["--since", "2026-13-27"],
         vec!["--since", "."],
     ] {
         let out = t.report_out(&args);
@@ -271,6 +271,9 @@ async fn bad_windows_exit_2_and_say_what_is_accepted() {
         );
         assert!(stdout(&out).is_empty());
     }
+    // A plain date is the start of that local day.
+    let out = t.report_out(&["--since", "2026-11-27"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = t.report_out(&["--since", s(&second), "--until", s(&first)]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("after --until"), "{}", stderr(&out));
