@@ -50,6 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
         Command::Demo(a) => commands::demo::run(&mut ctx, a),
         Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),
-        Command::Completions(a) => commands::completions::run(a),
+        Command::Completions(a) => commands::completions::run(ctx.global.json, a),
     }
 }

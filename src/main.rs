@@ -13,9 +13,16 @@ fn main() -> ExitCode {
     let cli = match classkeys::cli::parse() {
         Ok(cli) => cli,
         Err(err) => {
-            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+            // clap prints help/version to stdout (exit 0); a usage error is ours to print, in
+            // the one format every error has, and is exit 2 (bad usage).
+            if !err.use_stderr() {
+                let _ = err.print();
+                return ExitCode::from(0);
+            }
+            let text = err.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("classkeys: error: {text}");
+            return ExitCode::from(2);
         }
     };
     match classkeys::run(cli) {

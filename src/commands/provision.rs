@@ -78,9 +78,9 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     if args.dry_run {
         let n = class.suspects.len();
         if n > 0 {
-            warnings.push(format!(
-                "{n} key(s) left over from an interrupted run would be deleted"
-            ));
+            let msg = format!("{n} key(s) left over from an interrupted run would be deleted");
+            ctx.ui.warn(&msg);
+            warnings.push(msg);
         }
     }
 
@@ -398,9 +398,7 @@ fn print_plan(
         already_had_key,
         skipped_placeholders.len()
     ));
-    for w in warnings {
-        ctx.ui.say(format!("warning: {w}"));
-    }
+    // The warnings went to stderr when they were found: once is enough.
     Ok(Exit::Ok)
 }
 

@@ -166,12 +166,17 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         let rows: Vec<Vec<String>> = change_rows
             .iter()
             .map(|c| {
+                // Money as people read it: $2.00, not 2.0.
+                let shown = |v: &str| match (c.field, crate::files::parse_money(v)) {
+                    ("limit", Ok(l)) => super::class::limit_text(l),
+                    _ => v.to_string(),
+                };
                 vec![
                     c.email.clone(),
                     c.key_name.clone(),
                     c.field.to_string(),
-                    c.old.clone(),
-                    c.new.clone(),
+                    shown(&c.old),
+                    shown(&c.new),
                     if args.dry_run {
                         "planned".into()
                     } else if c.applied {

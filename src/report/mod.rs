@@ -420,7 +420,8 @@ pub fn percent(share: Option<f64>) -> String {
     match share {
         None => "-".into(),
         Some(s) if s > 0.0 && s < 0.005 => "<1%".into(),
-        Some(s) => format!("{:.0}%", s * 100.0),
+        // Halves round up, as from exact cents: $0.85 of $2.00 is 43%, not 42%.
+        Some(s) => format!("{}%", (s * 100.0 + 1e-6).round() as i64),
     }
 }
 
@@ -579,6 +580,14 @@ mod tests {
         let history = [obs("e", t(9, 0), 1.0), obs("e", t(10, 0), 0.2)];
         let r = build(&[k], &history, window(Some(t(9, 0)), None));
         assert_eq!(r.students[0].spent, 0.0);
+    }
+
+    #[test]
+    fn percentages_round_halves_up() {
+        assert_eq!(percent(Some(0.85 / 2.0)), "43%");
+        assert_eq!(percent(Some(0.76)), "76%");
+        assert_eq!(percent(Some(0.004)), "<1%");
+        assert_eq!(percent(None), "-");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod inputs;
 mod ledger;
 mod lifecycle;
 mod migrate;
+mod polish;
 mod report;
 mod safety;
 mod sandbox;

@@ -1,0 +1,82 @@
+//! What the instructor reads (issue 15): exact lines where the output is the contract.
+
+use crate::common::*;
+
+#[test]
+fn usage_errors_are_exit_2_in_the_one_error_format() {
+    let class = Class::new(&roster(1));
+    let out = bare(class.dir.path()).arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("classkeys: error: unexpected argument '--bogus' found\n"),
+        "{err}"
+    );
+    let out = bare(class.dir.path())
+        .args(["--json", "completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "classkeys: error: `completions` prints a shell script, it has no --json form: leave out --json\n"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_student_one_key_money_in_dollars_and_warnings_once() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(1));
+    class.cmd(&fake).arg("init-db").assert().success();
+    fake.state.lock().unwrap().credits = (1.0, 0.0);
+    let out = class
+        .cmd(&fake)
+        .args(["provision", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(said.matches("exceed the account's").count(), 1, "{said}");
+    assert!(
+        !stdout(&out).contains("warning"),
+        "warnings go to stderr: {}",
+        stdout(&out)
+    );
+    class.cmd(&fake).arg("provision").assert().success();
+    let out = class.cmd(&fake).arg("check").output().unwrap();
+    assert!(
+        stdout(&out).contains("1 student on the roster, 1 key (0 disabled), total usage $0.00"),
+        "{}",
+        stdout(&out)
+    );
+    let text = class.read("limits.csv").replace(",2.0,2.0,", ",5.0,2.0,");
+    class.write("limits.csv", &text);
+    let out = class.cmd(&fake).arg("update").output().unwrap();
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.contains("s0001@uni.edu"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells.windows(2).any(|w| w == ["$2.00", "$5.00"]), "{row}");
+    // End of term: the class says its keys are gone instead of offering to provision.
+    class
+        .cmd(&fake)
+        .args(["delete", "--all", "--yes"])
+        .assert()
+        .success();
+    let out = class.cmd(&fake).arg("check").output().unwrap();
+    assert!(
+        stdout(&out).contains("every key of this class is deleted (1 key;"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("without a key"), "{}", stdout(&out));
+    let out = bare(class.dir.path()).arg("export-keys").output().unwrap();
+    assert!(
+        stderr(&out).contains("every key of this class is deleted"),
+        "{}",
+        stderr(&out)
+    );
+}
