@@ -45,6 +45,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "OPENROUTER_BASE_URL",
         default_value = "https://openrouter.ai/api/v1",
         value_name = "URL"
@@ -52,19 +53,19 @@ pub struct Global {
     pub base_url: String,
 
     /// Print one JSON document on stdout instead of tables
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Use the built-in OpenRouter emulator (state in sandbox.json): no management key, no money
-    #[arg(long, global = true, env = "CLASSKEYS_SANDBOX", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, help_heading = "Global options", env = "CLASSKEYS_SANDBOX", value_parser = clap::builder::FalseyValueParser::new())]
     pub sandbox: bool,
 
     /// Requests in flight at once (1 to 16)
-    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=16), value_name = "N")]
+    #[arg(long, global = true, help_heading = "Global options", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=16), value_name = "N")]
     pub jobs: u16,
 
     /// Seconds one HTTP request may take before it is retried (or, for a create, checked)
-    #[arg(long, global = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECS")]
+    #[arg(long, global = true, help_heading = "Global options", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECS")]
     pub timeout: u64,
 }
 
@@ -82,9 +83,11 @@ keep their names.",
 
     /// Fetch every key, match keys to the roster, record usage, write a snapshot
     #[command(
-        long_about = "Fetch every key of the account (all pages, disabled ones too), match them to roster.csv \
-(first by the hash recorded in keys.db, then by key name), record one usage row per key, add keys nobody \
-knows to roster.csv as first.last@FIXME.edu rows, and write snapshot_YYYYMMDD_HHMMSS.csv.",
+        long_about = "Fetch every key of the account (all pages, disabled ones too), settle what an interrupted \
+run left, match the class's keys to roster.csv by the hash keys.db records, record one usage row per key of \
+the class, add keys nobody knows to roster.csv as first.last@FIXME.edu rows (once: a deleted row is \
+dismissed), and write snapshot_YYYYMMDD_HHMMSS.csv. Keys of other classes and your own are counted apart \
+and never touched.",
         after_help = "Example:\n  classkeys check\n  classkeys check --json | jq '.students[] | select(.usage > 1)'"
     )]
     Check(CheckArgs),

@@ -75,11 +75,26 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             name: a.key.name.clone(),
         })
         .collect();
-    class.roster.append(&added)?;
-    for (key, email, name) in &orphans {
-        class
-            .store
-            .set_owner(key, email, name, crate::domain::Owner::Fixme, None)?;
+    // A roster that cannot be rewritten (open in Excel, read-only, a synced share) costs the new
+    // FIXME rows only: the class is still shown and recorded; the rows are added next time.
+    let mut added = added;
+    match class.roster.append(&added) {
+        Ok(()) => {
+            for (key, email, name) in &orphans {
+                class
+                    .store
+                    .set_owner(key, email, name, crate::domain::Owner::Fixme, None)?;
+            }
+        }
+        Err(e) => {
+            ctx.ui.warn(format!(
+                "the {} new FIXME row(s) could not be added to {} ({e:#}); they will be added by the next \
+                 check once the file can be written",
+                added.len(),
+                class.roster.path.display()
+            ));
+            added.clear();
+        }
     }
     class.refresh_known()?;
     class.record(at)?;

@@ -1,6 +1,8 @@
 //! `update`: apply limits.csv's targets, one PATCH per key carrying every field that differs,
 //! record each change with its old and new value, then rewrite limits.csv keeping the targets.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use serde::Serialize;
 
@@ -94,9 +96,29 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     let (planned, skipped) = reconcile::plan_updates(&view, &limits);
     let unchanged = limits.rows.len() - planned.len() - skipped.len();
     for (email, _, key) in view.with_keys() {
-        if let Some(row) = limits.row_for(&key.hash, email)
-            && limits.python_zero(row, key)
+        let Some(row) = limits.row_for(&key.hash, email) else {
+            continue;
+        };
+        let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (None, None) => true,
+            (Some(x), Some(y)) => (x - y).abs() < 1e-9,
+            _ => false,
+        };
+        if let Ok(actual) = crate::files::parse_money(&row.actual_limit)
+            && !row.actual_limit.is_empty()
+            && !same(actual, key.limit)
+            && row.target_limit.is_none_or(|t| same(t, key.limit))
         {
+            ctx.ui.warn(format!(
+                "{}: line {}: {email}: actual_limit was edited ({}; the key's limit is {}), but only the \
+                 target_* columns are applied: put the limit you want in target_limit",
+                limits.path.display(),
+                row.line,
+                super::class::limit_text(actual),
+                super::class::limit_text(key.limit)
+            ));
+        }
+        if limits.python_zero(row, key) {
             ctx.ui.note(format!(
                 "{}: line {}: {email}: manage_keys.py wrote `unlimited` for this $0 limit; taken as $0, \
                  as it meant (the rewritten file says 0.0)",
@@ -124,6 +146,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         ));
     }
 
+    credits_check(ctx, &class, &jobs);
     let mut applied = apply::Applied::default();
     if !args.dry_run {
         let ops = jobs
@@ -265,5 +288,60 @@ fn skipped_json(s: &Skipped) -> SkippedJson {
         email: s.email.clone(),
         line: s.line,
         reason: s.why.clone(),
+    }
+}
+
+/// When an update raises limits, the same check as `provision`: do the account's credits cover
+/// what every enabled key may then spend?
+fn credits_check(ctx: &Ctx, class: &Class, jobs: &[Job]) {
+    let raises = jobs.iter().any(|j| match (j.patch.limit, j.before.limit) {
+        (Some(None), Some(_)) => true,
+        (Some(Some(new)), Some(old)) => new > old + 1e-9,
+        _ => j.patch.disabled == Some(false),
+    });
+    if !raises {
+        return;
+    }
+    let credits = match class.client.credits() {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.ui.note(format!("note: credits not checked: {e}"));
+            return;
+        }
+    };
+    let patched: HashMap<&str, &Job> = jobs.iter().map(|j| (j.before.hash.as_str(), j)).collect();
+    let after: Vec<Key> = class
+        .account
+        .iter()
+        .map(|k| match patched.get(k.hash.as_str()) {
+            Some(j) => {
+                let mut k = k.clone();
+                if let Some(l) = j.patch.limit {
+                    k.limit = l;
+                    k.limit_remaining = None;
+                }
+                if let Some(d) = j.patch.disabled {
+                    k.disabled = d;
+                }
+                k
+            }
+            None => k.clone(),
+        })
+        .collect();
+    let check = reconcile::credit_check(&credits, &after, &[]);
+    if let Some(short) = check.shortfall {
+        ctx.ui.warn(format!(
+            "after this update the keys may spend ${:.2}, more than the account's remaining credits \
+             (${:.2}) by ${short:.2}; students may hit an empty account before their limit",
+            check.existing_remaining_limits, check.remaining_credits
+        ));
+    }
+    if after.iter().any(|k| !k.disabled && k.limit.is_none())
+        && jobs.iter().any(|j| j.patch.limit == Some(None))
+    {
+        ctx.ui.warn(format!(
+            "unlimited keys can spend all of the account's ${:.2}",
+            check.remaining_credits
+        ));
     }
 }

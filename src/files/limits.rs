@@ -38,6 +38,8 @@ pub struct LimitsRow {
     pub target_limit_reset: Option<Option<String>>,
     pub key_name: String,
     pub hash: String,
+    /// `actual_limit` as the file has it: classkeys writes it; an edit there applies nothing.
+    pub actual_limit: String,
     pub line: u64,
     pub extra: Vec<String>,
 }
@@ -84,12 +86,13 @@ impl LimitsFile {
             "the limit you want, in dollars, or `unlimited`",
         )?;
         let col = |n| table.column(n);
-        let (name_col, dis_col, reset_col, kn_col, hash_col) = (
+        let (name_col, dis_col, reset_col, kn_col, hash_col, actual_col) = (
             col("name"),
             col("target_disabled"),
             col("target_limit_reset"),
             col("key_name"),
             col("hash"),
+            col("actual_limit"),
         );
         let extra_idx: Vec<usize> = (0..table.headers.len())
             .filter(|i| !COLUMNS.contains(&table.headers[*i].as_str()))
@@ -141,6 +144,7 @@ impl LimitsFile {
                 target_limit_reset,
                 key_name: row.get(kn_col).to_string(),
                 hash: row.get(hash_col).to_string(),
+                actual_limit: row.get(actual_col).to_string(),
                 line: row.line,
                 extra: extra_idx.iter().map(|i| row.cells[*i].clone()).collect(),
             });

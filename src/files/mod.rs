@@ -44,6 +44,19 @@ impl Table {
     }
 
     pub fn require(&self, name: &str, what: &str) -> Result<usize> {
+        // A file saved with `;` or tabs (a spreadsheet in a European locale) is one column.
+        if self.headers.len() == 1
+            && let Some((_, word)) = [(';', "semicolons"), ('\t', "tabs")]
+                .into_iter()
+                .find(|(c, _)| self.headers[0].contains(*c))
+        {
+            return Err(input(format!(
+                "{}: line {}: the columns are separated by {word}, not commas: save it as \"CSV UTF-8 \
+                 (Comma delimited)\" (or replace the {word} with commas)",
+                self.shown(),
+                self.header_line
+            )));
+        }
         self.column(name).ok_or_else(|| {
             input(format!(
                 "{}: line {}: missing column `{name}` ({what}); the header is: {}",

@@ -163,9 +163,20 @@ async fn update_sends_unlimited_as_null_and_zero_as_zero() {
     let gets = fake.count("GET").await;
     let out = class.cmd(&fake).arg("update").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    // One listing up front (a page of keys, then the empty page that ends it); limits.csv and
-    // the snapshot come from the PATCH answers.
-    assert_eq!(fake.count("GET").await, gets + 2);
+    // One listing up front (a page of keys, then the empty page that ends it) and, since a limit
+    // is raised to unlimited, one look at the credits; limits.csv and the snapshot come from the
+    // PATCH answers.
+    assert_eq!(fake.count("GET").await, gets + 3);
+    let credits = fake
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.0 == "GET" && r.1 == "/api/v1/credits")
+        .count();
+    assert_eq!(
+        credits, 3,
+        "provision, the dry run and the update each checked the credits"
+    );
     let patches: Vec<String> = fake
         .requests()
         .await

@@ -635,3 +635,31 @@ pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
         })
         .collect()
 }
+
+/// The binary as an ordinary user would run it: root writes through any file mode, so as root
+/// the class folder is handed to `nobody` and the command runs as that user.
+pub fn as_user(class: &Class, fake: &Fake, args: &[&str]) -> std::process::Output {
+    let bin = assert_cmd::cargo::cargo_bin("classkeys");
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let status = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(class.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    cmd.env_clear()
+        .current_dir(class.dir.path())
+        .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
+        .env("OPENROUTER_BASE_URL", fake.url())
+        .env("CLASSKEYS_RETRY_WINDOW", "5")
+        .args(args)
+        .output()
+        .unwrap()
+}

@@ -242,34 +242,6 @@ async fn file_modes_are_kept_or_narrowed_never_widened() {
     assert_eq!(mode(&class.path("limits.csv")), 0o600);
 }
 
-/// The binary as an ordinary user would run it: root writes through any file mode, so as root
-/// the class folder is handed to `nobody` and the command runs as that user.
-fn as_user(class: &Class, fake: &Fake, args: &[&str]) -> std::process::Output {
-    let bin = assert_cmd::cargo::cargo_bin("classkeys");
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
-        let status = std::process::Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(class.dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin);
-        c
-    } else {
-        std::process::Command::new(&bin)
-    };
-    cmd.env_clear()
-        .current_dir(class.dir.path())
-        .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
-        .env("OPENROUTER_BASE_URL", fake.url())
-        .env("CLASSKEYS_RETRY_WINDOW", "5")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_keys_db_or_folder_is_found_before_anything_is_sent() {
     let fake = Fake::start().await;

@@ -80,3 +80,60 @@ async fn one_student_one_key_money_in_dollars_and_warnings_once() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_mislead_are_named_with_what_to_do() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(2));
+    class.cmd(&fake).arg("init-db").assert().success();
+    class.cmd(&fake).arg("provision").assert().success();
+    // Editing actual_limit instead of target_limit is said, not silently overwritten.
+    let text = class
+        .read("limits.csv")
+        .replacen(",2.0,2.0,", ",2.0,9.0,", 1);
+    class.write("limits.csv", &text);
+    let out = class.cmd(&fake).arg("update").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 2: s0001@uni.edu: actual_limit was edited ($9.00; the key's limit is $2.00), but only the target_* columns are applied"),
+        "{}",
+        stderr(&out)
+    );
+    // A roster saved with semicolons names the separator.
+    class.write("roster.csv", "email;name\ns0001@uni.edu;Student 0001\n");
+    let out = class.cmd(&fake).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out)
+            .contains("roster.csv: line 1: the columns are separated by semicolons, not commas"),
+        "{}",
+        stderr(&out)
+    );
+    // A roster that cannot be rewritten (read-only here; open in Excel, a synced share): the
+    // class is shown and its snapshot written all the same, with a warning.
+    class.write("roster.csv", &roster(2));
+    fake.add_key("Stranger", None, false, 0.0);
+    let snapshots = class.files("snapshot_").len();
+    // The roster in a folder that cannot be written (a synced share, say).
+    std::fs::create_dir(class.path("share")).unwrap();
+    std::fs::write(class.path("share/roster.csv"), roster(2)).unwrap();
+    std::fs::set_permissions(
+        class.path("share"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o500),
+    )
+    .unwrap();
+    let out = as_user(&class, &fake, &["check", "--roster", "share/roster.csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not be added"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("2 students on the roster"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(class.files("snapshot_").len(), snapshots + 1);
+    assert!(!class.read("share/roster.csv").contains("FIXME"));
+}
