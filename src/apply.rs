@@ -355,7 +355,8 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
 
     // The class's live keys the listing did not show: missed by the listing, or gone.
     let missing: Vec<(String, String, String)> = class
-        .known
+        .books
+        .keys
         .iter()
         .filter(|k| k.owner == crate::domain::Owner::Class && !k.deleted)
         .filter(|k| !on_account.contains(&k.hash))
@@ -476,7 +477,7 @@ fn settle_creates(ctx: &Ctx, class: &mut Class, all: bool) -> Result<Vec<String>
     if open.is_empty() {
         return Ok(Vec::new());
     }
-    let found = reconcile::leftovers(&open, &class.account, &class.known);
+    let found = reconcile::leftovers(&open, &class.account, &class.books.keys);
     let mut ops = Vec::new();
     let mut settle_now = Vec::new();
     let now = chrono::Utc::now();

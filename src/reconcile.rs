@@ -57,23 +57,34 @@ pub struct Adopted<'a> {
 
 /// A roster email without a key whose name is that of a student who left the roster with a
 /// live key: most likely the same student under a corrected email.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Renamed {
+    /// The roster email without a key.
+    #[serde(rename = "email")]
     pub new_email: String,
     pub old_email: String,
     pub name: String,
 }
 
 /// What keys.db knows, as matching needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct Ledger<'a> {
-    pub keys: &'a [KnownKey],
+#[derive(Debug, Clone, Default)]
+pub struct Books {
+    pub keys: Vec<KnownKey>,
     /// Names keys.db knows for emails (lower-cased email -> name).
-    pub names: &'a HashMap<String, String>,
+    pub names: HashMap<String, String>,
     /// Emails keys.db has recorded as students (lower-cased).
-    pub students: &'a HashSet<String>,
+    pub students: HashSet<String>,
     /// Students dropped with `drop-student` (lower-cased).
-    pub dropped: &'a HashSet<String>,
+    pub dropped: HashSet<String>,
+}
+
+impl Books {
+    pub fn with_keys(keys: Vec<KnownKey>) -> Books {
+        Books {
+            keys,
+            ..Books::default()
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -196,7 +207,7 @@ pub fn roster_name(key_name: &str, hash: &str) -> String {
 
 pub fn match_keys<'a>(
     roster: &'a [Student],
-    ledger: &Ledger,
+    ledger: &Books,
     account: &'a [Key],
     suspects: &HashSet<&str>,
     naming: &Naming,
@@ -680,21 +691,9 @@ mod tests {
         }
     }
 
-    struct Books {
-        keys: Vec<KnownKey>,
-        names: HashMap<String, String>,
-        students: HashSet<String>,
-        dropped: HashSet<String>,
-    }
-
     impl Books {
         fn new(keys: Vec<KnownKey>) -> Books {
-            Books {
-                keys,
-                names: HashMap::new(),
-                students: HashSet::new(),
-                dropped: HashSet::new(),
-            }
+            Books::with_keys(keys)
         }
         fn view<'a>(
             &self,
@@ -702,13 +701,7 @@ mod tests {
             account: &'a [Key],
             naming: &Naming,
         ) -> ClassView<'a> {
-            let ledger = Ledger {
-                keys: &self.keys,
-                names: &self.names,
-                students: &self.students,
-                dropped: &self.dropped,
-            };
-            match_keys(roster, &ledger, account, &HashSet::new(), naming)
+            match_keys(roster, self, account, &HashSet::new(), naming)
         }
     }
 
@@ -885,16 +878,9 @@ mod tests {
     fn suspects_are_claimed_by_nobody() {
         let roster = vec![student("a@u.edu", "Ada")];
         let account = vec![key("h1", "20250101_Ada", "2025-01-01T10:00:00Z")];
-        let (names, students, dropped) = (HashMap::new(), HashSet::new(), HashSet::new());
-        let ledger = Ledger {
-            keys: &[],
-            names: &names,
-            students: &students,
-            dropped: &dropped,
-        };
         let view = match_keys(
             &roster,
-            &ledger,
+            &Books::default(),
             &account,
             &HashSet::from(["h1"]),
             &Naming::default(),

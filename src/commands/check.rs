@@ -12,6 +12,7 @@ use crate::context::Ctx;
 use crate::error::Exit;
 use crate::files::output::write_snapshot;
 use crate::files::roster::Roster;
+use crate::reconcile::Renamed;
 use crate::store::run_time;
 
 #[derive(Serialize)]
@@ -39,13 +40,6 @@ struct Report {
 #[derive(Serialize)]
 struct Person {
     email: String,
-    name: String,
-}
-
-#[derive(Serialize)]
-struct Renamed {
-    email: String,
-    old_email: String,
     name: String,
 }
 
@@ -123,24 +117,8 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         .collect();
     // A fold from +0.0: `sum()` of no keys is -0.0, shown as "$-0.00".
     let total_usage: f64 = rows.iter().fold(0.0, |t, (_, _, k)| t + k.usage);
-    let renamed: Vec<Renamed> = view
-        .renamed
-        .iter()
-        .map(|r| Renamed {
-            email: r.new_email.clone(),
-            old_email: r.old_email.clone(),
-            name: r.name.clone(),
-        })
-        .collect();
-    let ambiguous: Vec<Renamed> = view
-        .ambiguous
-        .iter()
-        .map(|r| Renamed {
-            email: r.new_email.clone(),
-            old_email: r.old_email.clone(),
-            name: r.name.clone(),
-        })
-        .collect();
+    let renamed: Vec<Renamed> = view.renamed.clone();
+    let ambiguous: Vec<Renamed> = view.ambiguous.clone();
     let deleted_outside: Vec<Person> = class
         .settled
         .gone_outside
@@ -191,7 +169,8 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         total_usage
     ));
     let deleted = class
-        .known
+        .books
+        .keys
         .iter()
         .filter(|k| k.owner == crate::domain::Owner::Class && k.deleted)
         .count();
@@ -214,14 +193,14 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         ctx.ui.say(format!(
             "{} ({}) has no key, and {} left the roster with a live key: if it is the same student, run \
              `classkeys change-email --email {} --to {}`",
-            r.email, r.name, r.old_email, r.old_email, r.email
+            r.new_email, r.name, r.old_email, r.old_email, r.new_email
         ));
     }
     for a in &ambiguous {
         ctx.ui.say(format!(
             "{} ({}) has no key, and {} holds two keys of that name (manage_keys.py recorded both under one \
              email): run `classkeys import-keys api_keys_*.csv` to settle who holds which",
-            a.email, a.name, a.old_email
+            a.new_email, a.name, a.old_email
         ));
     }
     // FIXME rows from earlier checks (the ones just added are listed below).
@@ -257,7 +236,7 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
     let (dropped, left): (Vec<&str>, Vec<&str>) = off_roster
         .iter()
         .map(|(e, _, _)| *e)
-        .partition(|e| class.dropped.contains(&crate::files::email_key(e)));
+        .partition(|e| class.books.dropped.contains(&crate::files::email_key(e)));
     if !dropped.is_empty() {
         ctx.ui.say(format!(
             "{} key(s) of dropped students (not counted): {}",

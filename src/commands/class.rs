@@ -15,18 +15,16 @@ use crate::error::input;
 use crate::files::email_key;
 use crate::files::roster::Roster;
 use crate::openrouter::{Client, Key};
-use crate::reconcile::{self, Adoption, ClassView, Ledger};
-use crate::store::{Change, KnownKey, Seen, Store};
+use crate::reconcile::{self, Adoption, Books, ClassView};
+use crate::store::{Change, Seen, Store};
 
 pub struct Class {
     pub roster: Roster,
     pub store: Store,
     pub client: Client,
     pub account: Vec<Key>,
-    pub known: Vec<KnownKey>,
-    pub known_names: HashMap<String, String>,
-    pub known_students: HashSet<String>,
-    pub dropped: HashSet<String>,
+    /// What keys.db knows: its keys, students' names, who was dropped.
+    pub books: Books,
     pub naming: Naming,
     /// Hashes that unsettled creates may have made: claimed by no student.
     pub suspects: HashSet<String>,
@@ -97,10 +95,7 @@ impl Class {
             store,
             client,
             account,
-            known: Vec::new(),
-            known_names: HashMap::new(),
-            known_students: HashSet::new(),
-            dropped: HashSet::new(),
+            books: Books::default(),
             naming,
             suspects: HashSet::new(),
             settled: Settlement::default(),
@@ -128,13 +123,15 @@ impl Class {
 
     /// Re-read what keys.db knows (after keys were created or settled).
     pub fn refresh_known(&mut self) -> Result<()> {
-        self.known = self.store.known_keys()?;
         let names = self.store.student_names()?;
-        self.known_students = names.iter().map(|(e, _)| email_key(e)).collect();
-        self.known_names = names.into_iter().map(|(e, n)| (email_key(&e), n)).collect();
-        self.dropped = self.store.dropped()?.iter().map(|e| email_key(e)).collect();
+        self.books = Books {
+            keys: self.store.known_keys()?,
+            students: names.iter().map(|(e, _)| email_key(e)).collect(),
+            names: names.into_iter().map(|(e, n)| (email_key(&e), n)).collect(),
+            dropped: self.store.dropped()?.iter().map(|e| email_key(e)).collect(),
+        };
         let open = self.store.open_intents()?;
-        self.suspects = reconcile::leftovers(&open, &self.account, &self.known)
+        self.suspects = reconcile::leftovers(&open, &self.account, &self.books.keys)
             .into_iter()
             .flat_map(|(_, keys)| keys.into_iter().map(|k| k.hash.clone()))
             .collect();
@@ -142,35 +139,30 @@ impl Class {
     }
 
     pub fn view(&self) -> ClassView<'_> {
-        view_of(self)
+        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
+        reconcile::match_keys(
+            &self.roster.students,
+            &self.books,
+            &self.account,
+            &suspects,
+            &self.naming,
+        )
     }
 
     /// Record the class as the account shows it: students, each key's state, one usage row per
     /// key of the class, adoptions and dismissals. Unknown keys stay unknown (only `check`, which
     /// adds them to the roster, records them as FIXME rows).
     pub fn record(&mut self, at: DateTime<Utc>) -> Result<()> {
-        let Class {
-            store,
-            roster,
-            known,
-            known_names,
-            known_students,
-            dropped,
-            account,
-            suspects,
-            naming,
-            ..
-        } = self;
-        let view = match_view(
-            roster,
-            known,
-            known_names,
-            known_students,
-            dropped,
-            account,
-            suspects,
-            naming,
+        // Field by field, so that the view can be read while the store is written.
+        let suspects: HashSet<&str> = self.suspects.iter().map(String::as_str).collect();
+        let view = reconcile::match_keys(
+            &self.roster.students,
+            &self.books,
+            &self.account,
+            &suspects,
+            &self.naming,
         );
+        let store = &mut self.store;
         for a in &view.adopted {
             let why = match a.why {
                 Adoption::FixmeCorrected => "the FIXME row was given this email",
@@ -191,7 +183,9 @@ impl Class {
             )?;
         }
         for key in &view.dismissed {
-            let email = known
+            let email = self
+                .books
+                .keys
                 .iter()
                 .find(|k| k.hash == key.hash)
                 .map(|k| k.email.clone())
@@ -210,7 +204,8 @@ impl Class {
                 }),
             )?;
         }
-        let students: Vec<(&str, &str)> = roster
+        let students: Vec<(&str, &str)> = self
+            .roster
             .students
             .iter()
             .filter(|s| !s.is_placeholder())
@@ -261,40 +256,6 @@ impl Class {
         let gone: HashSet<&str> = hashes.iter().map(String::as_str).collect();
         self.account.retain(|k| !gone.contains(k.hash.as_str()));
     }
-}
-
-fn view_of(class: &Class) -> ClassView<'_> {
-    match_view(
-        &class.roster,
-        &class.known,
-        &class.known_names,
-        &class.known_students,
-        &class.dropped,
-        &class.account,
-        &class.suspects,
-        &class.naming,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn match_view<'a>(
-    roster: &'a Roster,
-    known: &[KnownKey],
-    known_names: &HashMap<String, String>,
-    known_students: &HashSet<String>,
-    dropped: &HashSet<String>,
-    account: &'a [Key],
-    suspects: &HashSet<String>,
-    naming: &Naming,
-) -> ClassView<'a> {
-    let suspects: HashSet<&str> = suspects.iter().map(String::as_str).collect();
-    let ledger = Ledger {
-        keys: known,
-        names: known_names,
-        students: known_students,
-        dropped,
-    };
-    reconcile::match_keys(&roster.students, &ledger, account, &suspects, naming)
 }
 
 /// A student and their key, as `--json` shows it.

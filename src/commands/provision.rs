@@ -16,7 +16,7 @@ use crate::files::output::{NewSecret, write_api_keys, write_snapshot};
 use crate::files::parse_money;
 use crate::files::roster::Roster;
 use crate::openrouter::NewKey;
-use crate::reconcile::{self, CreditCheck};
+use crate::reconcile::{self, CreditCheck, Renamed};
 use crate::store::run_time;
 
 /// A key to create.
@@ -34,7 +34,7 @@ struct Report {
     created: Vec<StudentJson>,
     failed: Vec<Failed>,
     skipped_placeholders: Vec<String>,
-    skipped_renamed: Vec<RenamedJson>,
+    skipped_renamed: Vec<Renamed>,
     already_had_key: usize,
     discarded_leftovers: Vec<String>,
     credits: Option<CreditCheck>,
@@ -42,13 +42,6 @@ struct Report {
     api_keys_file: Option<String>,
     limits_file: Option<String>,
     snapshot: Option<String>,
-}
-
-#[derive(Serialize)]
-struct RenamedJson {
-    email: String,
-    old_email: String,
-    name: String,
 }
 
 #[derive(Serialize)]
@@ -86,19 +79,11 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
 
     let date = reconcile::name_date(at);
     let view = class.view();
-    let renamed: Vec<RenamedJson> = view
-        .renamed
-        .iter()
-        .map(|r| RenamedJson {
-            email: r.new_email.clone(),
-            old_email: r.old_email.clone(),
-            name: r.name.clone(),
-        })
-        .collect();
+    let renamed: Vec<Renamed> = view.renamed.clone();
     for r in &renamed {
         ctx.ui.warn(format!(
             "{} gets no key: {} ({}) left the roster with a live key. If it is the same student, run              `classkeys change-email --email {} --to {}`; if not, `classkeys drop-student --email {}` first",
-            r.email, r.old_email, r.name, r.old_email, r.email, r.old_email
+            r.new_email, r.old_email, r.name, r.old_email, r.new_email, r.old_email
         ));
     }
     for a in &view.ambiguous {
@@ -349,7 +334,7 @@ fn print_plan(
     ctx: &Ctx,
     planned: Vec<PlannedJson>,
     skipped_placeholders: Vec<String>,
-    skipped_renamed: Vec<RenamedJson>,
+    skipped_renamed: Vec<Renamed>,
     already_had_key: usize,
     credits: Option<CreditCheck>,
     warnings: Vec<String>,

@@ -3,7 +3,7 @@
 //! `update` and `report` have usage to show. `reset` starts the rehearsal over; the hidden
 //! `serve` runs the emulator alone, for benchmarks against a slow "OpenRouter".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
@@ -147,14 +147,8 @@ fn find_key(
         .filter_map(|k| serde_json::to_value(k.view(now)).ok())
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
-    let (names, students, dropped) = (HashMap::new(), HashSet::new(), HashSet::new());
-    let ledger = reconcile::Ledger {
-        keys: known,
-        names: &names,
-        students: &students,
-        dropped: &dropped,
-    };
-    let view = reconcile::match_keys(roster, &ledger, &keys, &HashSet::new(), naming);
+    let books = reconcile::Books::with_keys(known.to_vec());
+    let view = reconcile::match_keys(roster, &books, &keys, &HashSet::new(), naming);
     view.rows()
         .into_iter()
         .find(|(e, _, _)| email_key(e) == email)
