@@ -13,6 +13,7 @@ use crate::context::Ctx;
 use crate::domain::{AccountKind, Naming, Owner, Tag};
 use crate::error::input;
 use crate::files::email_key;
+use crate::files::output::{NewSecret, write_api_keys};
 use crate::files::roster::Roster;
 use crate::openrouter::{Client, Key};
 use crate::reconcile::{self, Adoption, Books, ClassView};
@@ -256,6 +257,33 @@ impl Class {
         let gone: HashSet<&str> = hashes.iter().map(String::as_str).collect();
         self.account.retain(|k| !gone.contains(k.hash.as_str()));
     }
+}
+
+/// `api_keys_*.csv` with the secrets of the keys a batch made (none: no file). The secrets are
+/// in keys.db already; if the file cannot be written, the error says how to get them.
+pub fn save_secrets(
+    ctx: &Ctx,
+    at: DateTime<Utc>,
+    applied: &crate::apply::Applied,
+) -> Result<Option<std::path::PathBuf>> {
+    let secrets: Vec<NewSecret> = applied
+        .created()
+        .map(|(email, name, key, secret)| NewSecret {
+            email: email.to_string(),
+            name: name.to_string(),
+            api_key: secret.to_string(),
+            key_name: key.name.clone(),
+        })
+        .collect();
+    if secrets.is_empty() {
+        return Ok(None);
+    }
+    write_api_keys(&ctx.dir(), at, &secrets).map(Some).map_err(|e| {
+        e.context(
+            "the new keys and their secrets are saved in keys.db, but the api_keys file could not be \
+             written: free some space (or fix the folder), then run `classkeys export-keys --output keys.csv`",
+        )
+    })
 }
 
 /// A student and their key, as `--json` shows it.

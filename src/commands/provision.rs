@@ -6,13 +6,13 @@ use anyhow::Result;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::class::{Class, Failed, StudentJson, limit_text, open_store, sandbox_tag};
+use super::class::{Class, Failed, StudentJson, limit_text, open_store, sandbox_tag, save_secrets};
 use crate::apply::{self, Op};
 use crate::cli::ProvisionArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
 use crate::files::limits::LimitsFile;
-use crate::files::output::{NewSecret, write_api_keys, write_snapshot};
+use crate::files::output::write_snapshot;
 use crate::files::parse_money;
 use crate::files::roster::Roster;
 use crate::openrouter::NewKey;
@@ -164,31 +164,13 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
         .collect();
     let mut applied = apply::execute(ctx, &mut class, ops, "creating keys")?;
     discarded.extend(applied.discarded.iter().cloned());
-    let secrets: Vec<NewSecret> = applied
-        .created()
-        .map(|(email, name, key, secret)| NewSecret {
-            email: email.to_string(),
-            name: name.to_string(),
-            api_key: secret.to_string(),
-            key_name: key.name.clone(),
-        })
-        .collect();
     let created: Vec<(String, String, String)> = applied
         .created()
         .map(|(e, n, k, _)| (e.to_string(), n.to_string(), k.hash.clone()))
         .collect();
 
     // Secrets first: they exist nowhere else but keys.db.
-    let api_keys_file = if secrets.is_empty() {
-        None
-    } else {
-        Some(write_api_keys(&ctx.dir(), at, &secrets).map_err(|e| {
-            e.context(
-                "the new keys and their secrets are saved in keys.db, but the api_keys file could not be \
-                 written: free some space (or fix the folder), then run `classkeys export-keys --output keys.csv`",
-            )
-        })?)
-    };
+    let api_keys_file = save_secrets(ctx, at, &applied)?;
     class.refresh_known()?;
     class.record(at)?;
     let view = class.view();

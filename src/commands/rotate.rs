@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::class::{Class, open_store, sandbox_tag};
+use super::class::{Class, open_store, sandbox_tag, save_secrets};
 use super::toggle::check_emails;
 use crate::apply::{self, DeleteWhy, Op};
 use crate::cli::RotateArgs;
@@ -15,7 +15,6 @@ use crate::context::Ctx;
 use crate::error::{Exit, input};
 use crate::files::email_key;
 use crate::files::limits::LimitsFile;
-use crate::files::output::{NewSecret, write_api_keys};
 use crate::files::roster::Roster;
 use crate::openrouter::{ApiError, Key, NewKey, Patch};
 use crate::store::{Change, run_time};
@@ -131,25 +130,8 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
         })
         .collect();
     let mut made = apply::execute(ctx, &mut class, creates, "creating keys")?;
-    let secrets: Vec<NewSecret> = made
-        .created()
-        .map(|(email, name, key, secret)| NewSecret {
-            email: email.to_string(),
-            name: name.to_string(),
-            api_key: secret.to_string(),
-            key_name: key.name.clone(),
-        })
-        .collect();
-    let api_keys_file = if secrets.is_empty() {
-        None
-    } else {
-        Some(write_api_keys(&ctx.dir(), at, &secrets).map_err(|e| {
-            e.context(
-                "the new keys and their secrets are saved in keys.db, but the api_keys file could not be \
-                 written: free some space (or fix the folder), then run `classkeys export-keys --output keys.csv`",
-            )
-        })?)
-    };
+    // Secrets first: they exist nowhere else but keys.db.
+    let api_keys_file = save_secrets(ctx, at, &made)?;
     let created: Vec<(String, Key)> = made
         .created()
         .map(|(email, _, key, _)| (email.to_string(), key.clone()))
