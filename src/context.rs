@@ -27,7 +27,9 @@ impl Ctx {
         // Environment values are checked before anything else happens.
         let retry_window = retry_window()?;
         let ui = Ui::new(global.json, global.sandbox);
-        if global.sandbox {
+        // Once per process: `demo` runs many commands in one.
+        static BANNER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if global.sandbox && !BANNER.swap(true, std::sync::atomic::Ordering::SeqCst) {
             ui.note("classkeys: SANDBOX: using the built-in OpenRouter emulator (sandbox.json); no real keys, no money");
         }
         Ok(Ctx {

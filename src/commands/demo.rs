@@ -148,12 +148,32 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
     for (file, what) in &files {
         out.say(format!("  {file:<width$}  {what}"));
     }
+    let me = invocation();
     out.say(format!(
-        "\nTry more in that folder: `cd {} && classkeys --sandbox disable --email kim.lee@example.edu --yes`. \
+        "\nTry more in that folder: `cd {} && {me} --sandbox disable --email kim.lee@example.edu --yes`. \
          For a real class, leave out --sandbox and set OPENROUTER_PROVISIONING_KEY.",
         shown.display()
     ));
     Ok(Exit::Ok)
+}
+
+/// How the instructor can run this very classkeys from that folder: `classkeys` when it is
+/// the one on PATH, else the binary's full path (`cargo run` leaves it in target/release).
+fn invocation() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("classkeys"))
+            .find(|p| p.is_file())
+    });
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+    };
+    match (&me, &on_path) {
+        (Some(me), Some(p)) if same(me, p) => "classkeys".into(),
+        (Some(me), _) => me.display().to_string(),
+        _ => "classkeys".into(),
+    }
 }
 
 fn fresh_default() -> PathBuf {
