@@ -82,8 +82,24 @@ pub fn check_emails(roster: &Roster, emails: &[String]) -> Result<()> {
     for email in emails {
         match roster.find(email) {
             None => {
+                let closest = roster
+                    .students
+                    .iter()
+                    .filter(|s| !s.is_placeholder())
+                    .map(|s| {
+                        (
+                            strsim::levenshtein(&email_key(email), &email_key(&s.email)),
+                            s,
+                        )
+                    })
+                    .filter(|(d, _)| *d <= 3)
+                    .min_by_key(|(d, _)| *d);
+                let hint = match closest {
+                    Some((_, s)) => format!("; did you mean {}?", s.email),
+                    None => "; check the spelling".to_string(),
+                };
                 return Err(input(format!(
-                    "--email {email}: not in {}; check the spelling",
+                    "--email {email}: not in {}{hint}",
                     roster.path.display()
                 )));
             }

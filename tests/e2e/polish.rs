@@ -137,3 +137,21 @@ async fn files_that_mislead_are_named_with_what_to_do() {
     assert_eq!(class.files("snapshot_").len(), snapshots + 1);
     assert!(!class.read("share/roster.csv").contains("FIXME"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mistyped_email_gets_the_closest_roster_email() {
+    let fake = Fake::start().await;
+    let class = Class::new("email,name\nada.lovelace@uni.edu,Ada\nbob@uni.edu,Bob\n");
+    class.cmd(&fake).arg("init-db").assert().success();
+    let out = class
+        .cmd(&fake)
+        .args(["disable", "--email", "ada.lovelce@uni.edu", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "classkeys: error: --email ada.lovelce@uni.edu: not in roster.csv; did you mean ada.lovelace@uni.edu?\n"
+    );
+    assert!(fake.requests().await.is_empty());
+}
