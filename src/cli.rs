@@ -169,6 +169,22 @@ and limits.csv, and keep their history in keys.db. A dropped student is never ad
     )]
     DropStudent(DropArgs),
 
+    /// Change limits at once, without editing limits.csv (which is rewritten to agree)
+    #[command(
+        long_about = "Set students' limits to AMOUNT (dollars, or `unlimited`), or change them by --add AMOUNT \
+(which may be negative; never below $0; an unlimited key stays unlimited). --all is every key of the \
+roster's students, disabled ones included, never FIXME rows, and asks first (or --yes). limits.csv's \
+targets and actuals are rewritten to agree.",
+        after_help = "Example:\n  classkeys set-limit --email ada@uni.edu 5\n  classkeys set-limit --email ada@uni.edu --add 1\n  classkeys set-limit --all --add -0.50 --yes"
+    )]
+    SetLimit(SetLimitArgs),
+
+    /// The changelog: who, which key, what changed, old → new (newest last)
+    #[command(
+        after_help = "Example:\n  classkeys log --email ada@uni.edu\n  classkeys log --since 2026-12-01 --action limit_changed\n  classkeys --json log | jq '.[] | select(.action == \"deleted\")'"
+    )]
+    Log(LogArgs),
+
     /// Read secrets from api_keys_*.csv files (the Python tool's or classkeys') into keys.db
     #[command(after_help = "Example:\n  classkeys import-keys api_keys_*.csv")]
     ImportKeys(ImportArgs),
@@ -363,6 +379,61 @@ pub struct SelectArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub limits: LimitsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SetLimitArgs {
+    /// Student whose limit to change (repeatable)
+    #[arg(
+        long = "email",
+        value_name = "EMAIL",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub emails: Vec<String>,
+    /// Every key of the roster's students (disabled ones too; never FIXME rows)
+    #[arg(long)]
+    pub all: bool,
+    /// The new limit: dollars (`5`, `$2.50`) or `unlimited`
+    #[arg(
+        value_name = "AMOUNT",
+        required_unless_present = "add",
+        conflicts_with = "add"
+    )]
+    pub amount: Option<String>,
+    /// Change each limit by this many dollars instead (may be negative)
+    #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
+    pub add: Option<String>,
+    /// Do it without asking (for --all)
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Only this student's rows (repeatable)
+    #[arg(long = "email", value_name = "EMAIL")]
+    pub emails: Vec<String>,
+    /// From this moment on (inclusive): a date-time, a date (start of that local day) or a snapshot file
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Before this moment (exclusive): a date-time, a date or a snapshot file
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only rows of this action (repeatable): created, limit_changed, disabled, enabled, deleted, …
+    #[arg(long = "action", value_name = "A")]
+    pub actions: Vec<String>,
 }
 
 #[derive(Debug, Args)]

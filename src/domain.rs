@@ -257,6 +257,29 @@ pub struct Key {
 }
 
 impl Key {
+    /// What the key may still spend (in this period, for a limit with a reset), as OpenRouter
+    /// reports it; `None`: unlimited.
+    pub fn remaining(&self) -> Option<f64> {
+        let limit = self.limit?;
+        let left = self
+            .limit_remaining
+            .filter(|r| r.is_finite())
+            .unwrap_or(limit - self.usage);
+        Some(left.clamp(0.0, limit.max(0.0)))
+    }
+
+    /// The used share of the limit, in whole percent from exact cents (half up): (limit −
+    /// remaining) / limit. A $0 limit is fully used; an unlimited key has none.
+    pub fn used_percent(&self) -> Option<i64> {
+        let limit = self.limit?;
+        let cents = |x: f64| (x * 100.0).round() as i64;
+        let (l, r) = (cents(limit), cents(self.remaining().unwrap_or(0.0)));
+        if l <= 0 {
+            return Some(100);
+        }
+        Some(((l - r) * 200 + l) / (2 * l))
+    }
+
     pub fn created(&self) -> Option<DateTime<Utc>> {
         self.created_at.as_deref().and_then(parse_time)
     }
@@ -458,6 +481,24 @@ pub fn reset_cell(r: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn used_share_from_remaining_in_whole_percent() {
+        let key = |limit, usage, remaining| Key {
+            limit,
+            usage,
+            limit_remaining: remaining,
+            ..Key::default()
+        };
+        assert_eq!(key(Some(2.0), 0.85, Some(1.15)).used_percent(), Some(43));
+        assert_eq!(key(Some(2.0), 0.85, None).used_percent(), Some(43));
+        // A limit with a reset: what is left in this period counts, not the lifetime usage.
+        assert_eq!(key(Some(1.0), 7.5, Some(0.25)).used_percent(), Some(75));
+        assert_eq!(key(Some(0.0), 0.0, Some(0.0)).used_percent(), Some(100));
+        assert_eq!(key(None, 3.0, None).used_percent(), None);
+        assert_eq!(key(None, 3.0, None).remaining(), None);
+        assert_eq!(key(Some(2.0), 2.5, Some(0.0)).remaining(), Some(0.0));
+    }
 
     #[test]
     fn tags_and_names() {

@@ -47,6 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Adopt(a) => commands::adopt::run(&mut ctx, a),
         Command::ChangeEmail(a) => commands::change_email::run(&mut ctx, a),
         Command::DropStudent(a) => commands::drop_student::run(&mut ctx, a),
+        Command::SetLimit(a) => commands::set_limit::run(&mut ctx, a),
+        Command::Log(a) => commands::log::run(&mut ctx, a),
         Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
         Command::Demo(a) => commands::demo::run(&mut ctx, a),
         Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),

@@ -31,6 +31,8 @@ struct Report {
     adopted: Vec<Person>,
     deleted_outside: Vec<Person>,
     unsettled_keys: Vec<String>,
+    /// Students with nothing remaining.
+    at_limit: usize,
     /// Keys of the account that are not the class's.
     not_class_keys: usize,
     total_usage: f64,
@@ -144,6 +146,10 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             adopted,
             deleted_outside,
             unsettled_keys: view.suspects.iter().map(|k| k.hash.clone()).collect(),
+            at_limit: rows
+                .iter()
+                .filter(|(_, _, k)| super::class::limit_flag(k) == "at limit")
+                .count(),
             not_class_keys: view.not_ours,
             total_usage,
             snapshot: snapshot.display().to_string(),
@@ -160,8 +166,16 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         .iter()
         .filter(|s| !s.is_placeholder())
         .count();
+    let at_limit = rows
+        .iter()
+        .filter(|(_, _, k)| super::class::limit_flag(k) == "at limit")
+        .count();
+    let near = rows
+        .iter()
+        .filter(|(_, _, k)| super::class::limit_flag(k) == "80%+")
+        .count();
     ctx.ui.say(format!(
-        "{}{} on the roster, {} ({} disabled), total usage ${:.2}",
+        "{}{} on the roster, {} ({} disabled), total usage ${:.2}; {at_limit} at the limit, {near} at 80% or more",
         sandbox_tag(ctx),
         plural(students, "student"),
         plural(rows.len(), "key"),

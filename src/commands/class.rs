@@ -298,6 +298,10 @@ pub struct StudentJson {
     pub disabled: bool,
     pub limit_reset: Option<String>,
     pub expires_at: Option<String>,
+    /// (limit − remaining) / limit in whole percent; `null` for an unlimited key.
+    pub used_percent: Option<i64>,
+    /// OpenRouter's `limit_remaining` (this period's, for a limit with a reset); `null`: unlimited.
+    pub remaining: Option<f64>,
 }
 
 impl StudentJson {
@@ -312,7 +316,21 @@ impl StudentJson {
             disabled: key.disabled,
             limit_reset: key.limit_reset.clone(),
             expires_at: key.expires_at.clone(),
+            used_percent: key.used_percent(),
+            remaining: key.remaining(),
         }
+    }
+}
+
+/// The share from which a student is flagged as close to the limit.
+pub const NEAR_LIMIT_PERCENT: i64 = 80;
+
+/// `at limit` (nothing remaining), `80%+`, or nothing.
+pub fn limit_flag(key: &Key) -> &'static str {
+    match (key.remaining(), key.used_percent()) {
+        (Some(r), _) if r <= 0.0 => "at limit",
+        (_, Some(p)) if p >= NEAR_LIMIT_PERCENT => "80%+",
+        _ => "",
     }
 }
 
@@ -327,16 +345,30 @@ pub fn student_table(ctx: &Ctx, rows: &[(&str, &str, &Key)]) {
                 key.name.clone(),
                 format!("${:.2}", key.usage),
                 limit_text(key.limit),
+                key.used_percent()
+                    .map_or_else(|| "-".into(), |p| format!("{p}%")),
+                limit_text(key.remaining()),
                 if key.disabled {
                     "disabled".into()
                 } else {
                     "enabled".into()
                 },
+                limit_flag(key).into(),
             ]
         })
         .collect();
     ctx.ui.table(
-        &["Email", "Name", "Key name", "Usage", "Limit", "Status"],
+        &[
+            "Email",
+            "Name",
+            "Key name",
+            "Usage",
+            "Limit",
+            "Used %",
+            "Remaining",
+            "Status",
+            "Flags",
+        ],
         body,
     );
 }

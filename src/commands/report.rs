@@ -122,7 +122,7 @@ fn table(ctx: &Ctx, report: &Report) {
 
 /// `--since`/`--until`: a date-time, or a file whose name holds its run's local time
 /// (`snapshot_YYYYMMDD_HHMMSS.csv`); a file with another name stands for its modification time.
-fn resolve(ctx: &Ctx, option: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>> {
+pub fn resolve(ctx: &Ctx, option: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     let Some(value) = value else {
         return Ok(None);
     };

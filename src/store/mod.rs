@@ -25,6 +25,18 @@ pub struct Store {
     _lock: Option<ClassLock>,
 }
 
+/// One changelog row, as `log` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    pub at: Option<DateTime<Utc>>,
+    pub email: String,
+    pub key_name: String,
+    pub hash: String,
+    pub action: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
 /// What `set_secret` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSet {
@@ -595,6 +607,28 @@ impl Store {
                 key_name: r.get(3)?,
                 limit: r.get(4)?,
                 disabled: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The changelog, oldest first, with each row's key name.
+    pub fn changelog(&self) -> Result<Vec<LogRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.changed_at, COALESCE(c.email, ''), COALESCE(k.key_name, ''), COALESCE(c.key_hash, ''),
+                    COALESCE(c.action, ''), c.old_value, c.new_value
+             FROM changelog c LEFT JOIN key k ON k.key_hash = c.key_hash ORDER BY c.changed_at, c.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let at: Option<String> = r.get(0)?;
+            Ok(LogRow {
+                at: at.as_deref().and_then(parse_time),
+                email: r.get(1)?,
+                key_name: r.get(2)?,
+                hash: r.get(3)?,
+                action: r.get(4)?,
+                old: r.get(5)?,
+                new: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -1,6 +1,7 @@
 //! End-to-end tests: the built binary, run as an instructor would, against a local fake of
 //! OpenRouter's key-management API (wiremock with a stateful responder). One test binary.
 
+mod class_hour;
 mod common;
 
 mod basics;
