@@ -338,7 +338,7 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct RotateArgs {
     /// Student whose key to re-issue (repeatable)
-    #[arg(long = "email", value_name = "EMAIL", required = true)]
+    #[arg(long = "email", value_name = "EMAIL", required = true, add = roster_emails())]
     pub emails: Vec<String>,
     #[command(flatten)]
     pub roster: RosterArgs,
@@ -360,6 +360,7 @@ pub struct SelectArgs {
     #[arg(
         long = "email",
         value_name = "EMAIL",
+        add = roster_emails(),
         required_unless_present = "all",
         conflicts_with = "all"
     )]
@@ -387,6 +388,7 @@ pub struct SetLimitArgs {
     #[arg(
         long = "email",
         value_name = "EMAIL",
+        add = roster_emails(),
         required_unless_present = "all",
         conflicts_with = "all"
     )]
@@ -423,7 +425,7 @@ pub struct LogArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Only this student's rows (repeatable)
-    #[arg(long = "email", value_name = "EMAIL")]
+    #[arg(long = "email", value_name = "EMAIL", add = roster_emails())]
     pub emails: Vec<String>,
     /// From this moment on (inclusive): a date-time, a date (start of that local day) or a snapshot file
     #[arg(long, value_name = "WHEN")]
@@ -453,7 +455,7 @@ pub struct AdoptArgs {
 #[derive(Debug, Args)]
 pub struct ChangeEmailArgs {
     /// The student's email now
-    #[arg(long, value_name = "OLD")]
+    #[arg(long, value_name = "OLD", add = roster_emails())]
     pub email: String,
     /// The student's new email
     #[arg(long, value_name = "NEW")]
@@ -469,7 +471,7 @@ pub struct ChangeEmailArgs {
 #[derive(Debug, Args)]
 pub struct DropArgs {
     /// The student to take off the class
-    #[arg(long, value_name = "EMAIL")]
+    #[arg(long, value_name = "EMAIL", add = roster_emails())]
     pub email: String,
     /// Delete the keys instead of disabling them (cannot be undone)
     #[arg(long)]
@@ -559,4 +561,24 @@ pub struct CompletionsArgs {
 
 pub fn parse() -> Result<Cli, clap::Error> {
     Cli::try_parse()
+}
+
+/// Dynamic completion of `--email`: the emails of roster.csv in the current folder.
+fn roster_emails() -> clap_complete::engine::ArgValueCompleter {
+    clap_complete::engine::ArgValueCompleter::new(|current: &std::ffi::OsStr| {
+        let typed = current.to_string_lossy().to_lowercase();
+        crate::files::roster::Roster::read(std::path::Path::new("roster.csv"))
+            .map(|r| {
+                r.students
+                    .into_iter()
+                    .filter(|s| !s.is_placeholder())
+                    .filter(|s| s.email.to_lowercase().starts_with(&typed))
+                    .map(|s| {
+                        clap_complete::engine::CompletionCandidate::new(s.email)
+                            .help(Some(s.name.into()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }

@@ -10,6 +10,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // `COMPLETE=bash classkeys` prints the dynamic completion script; with the shell's words it
+    // answers completions (roster emails for --email) and exits.
+    clap_complete::CompleteEnv::with_factory(|| {
+        <classkeys::cli::Cli as clap::CommandFactory>::command()
+    })
+    .complete();
     let cli = match classkeys::cli::parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -155,3 +155,25 @@ async fn a_mistyped_email_gets_the_closest_roster_email() {
     );
     assert!(fake.requests().await.is_empty());
 }
+
+#[test]
+fn email_completes_from_the_roster() {
+    let class = Class::new(
+        "email,name\nkim.lee@uni.edu,Kim Lee\nkim.park@uni.edu,Kim Park\nada@uni.edu,Ada\nx.y@FIXME.edu,X Y\n",
+    );
+    let out = bare(class.dir.path())
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", "3")
+        .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+        .env("_CLAP_COMPLETE_SPACE", "true")
+        .args(["--", "classkeys", "disable", "--email", "ki"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .split(['\n', '\x0b'])
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(got, vec!["kim.lee@uni.edu", "kim.park@uni.edu"]);
+}
