@@ -75,6 +75,11 @@ impl Ui {
         for row in rows {
             table.add_row(row.iter().map(|c| shown(c)));
         }
+        // The first column is the email (or the time): narrow terminals wrap the other columns,
+        // never an address in the middle of a word.
+        if let Some(first) = table.column_mut(0) {
+            first.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+        }
         let text = table.to_string();
         let mut out = std::io::stdout().lock();
         for line in text.lines() {

@@ -177,3 +177,55 @@ fn email_completes_from_the_roster() {
         .collect();
     assert_eq!(got, vec!["kim.lee@uni.edu", "kim.park@uni.edu"]);
 }
+
+#[test]
+fn every_help_reads_at_80_columns() {
+    let class = Class::new(&roster(1));
+    let commands = [
+        "",
+        "init-db",
+        "check",
+        "provision",
+        "update",
+        "refresh-limits-file",
+        "export-keys",
+        "report",
+        "rotate",
+        "delete",
+        "disable",
+        "enable",
+        "adopt",
+        "change-email",
+        "drop-student",
+        "set-limit",
+        "log",
+        "import-keys",
+        "demo",
+        "sandbox",
+        "completions",
+    ];
+    for command in commands {
+        let mut cmd = bare(class.dir.path());
+        cmd.env("COLUMNS", "80");
+        if !command.is_empty() {
+            cmd.arg(command);
+        }
+        let out = cmd.arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command}: {}", stderr(&out));
+        let text = stdout(&out);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "`classkeys {command} --help` has a line of {} columns:\n{line}",
+                line.chars().count()
+            );
+        }
+        assert!(
+            command.is_empty() || text.contains("Example"),
+            "`{command} --help` shows an example"
+        );
+        if !["", "completions", "demo", "sandbox"].contains(&command) {
+            assert!(text.contains("Global options:"), "{command}: {text}");
+        }
+    }
+}
