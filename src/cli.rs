@@ -185,6 +185,17 @@ targets and actuals are rewritten to agree.",
     )]
     Log(LogArgs),
 
+    /// Merge a roster exported from an LMS into roster.csv
+    #[command(
+        long_about = "Merge an LMS export into roster.csv (created if missing): new students are appended, \
+existing rows and their other columns kept, a changed name reported (not applied), students missing from \
+the export listed (not removed). Emails compare without case; names become \"First Last\". Formats: canvas \
+(gradebook export), moodle, blackboard (Grade Center), brightspace, github-classroom; UTF-8, UTF-16, and \
+comma, semicolon or tab separated.",
+        after_help = "Example:\n  classkeys import-roster grades.csv --from canvas --email-domain uni.edu --dry-run\n  classkeys import-roster participants.csv --from moodle"
+    )]
+    ImportRoster(ImportRosterArgs),
+
     /// Read secrets from api_keys_*.csv files (the Python tool's or classkeys') into keys.db
     #[command(after_help = "Example:\n  classkeys import-keys api_keys_*.csv")]
     ImportKeys(ImportArgs),
@@ -418,6 +429,23 @@ pub struct SetLimitArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub limits: LimitsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportRosterArgs {
+    /// The LMS's export file
+    pub file: PathBuf,
+    /// Which LMS wrote it
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub from: crate::files::lms::Format,
+    /// Domain for students known only by user name (user@DOMAIN)
+    #[arg(long, value_name = "D")]
+    pub email_domain: Option<String>,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    /// Print what would change and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

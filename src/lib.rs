@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::DropStudent(a) => commands::drop_student::run(&mut ctx, a),
         Command::SetLimit(a) => commands::set_limit::run(&mut ctx, a),
         Command::Log(a) => commands::log::run(&mut ctx, a),
+        Command::ImportRoster(a) => commands::import_roster::run(&mut ctx, a),
         Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
         Command::Demo(a) => commands::demo::run(&mut ctx, a),
         Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),

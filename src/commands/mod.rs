@@ -9,6 +9,7 @@ pub mod demo;
 pub mod drop_student;
 pub mod export_keys;
 pub mod import_keys;
+pub mod import_roster;
 pub mod init_db;
 pub mod log;
 pub mod provision;

@@ -2,6 +2,7 @@
 //! writing them atomically with the right mode, and never over an older file.
 
 pub mod limits;
+pub mod lms;
 pub mod output;
 pub mod roster;
 

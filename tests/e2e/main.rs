@@ -10,6 +10,7 @@ mod hostile;
 mod inputs;
 mod ledger;
 mod lifecycle;
+mod lms;
 mod migrate;
 mod polish;
 mod report;
