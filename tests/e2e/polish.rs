@@ -200,6 +200,7 @@ fn every_help_reads_at_80_columns() {
         "set-limit",
         "log",
         "import-keys",
+        "import-roster",
         "demo",
         "sandbox",
         "completions",
