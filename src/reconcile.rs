@@ -335,6 +335,13 @@ pub fn match_keys<'a>(
         }
     }
     let mut taken: HashSet<String> = roster.iter().map(|s| email_key(&s.email)).collect();
+    let recorded: HashSet<String> = ledger.keys.iter().map(|k| email_key(&k.email)).collect();
+    let mut unclaimed_fixme: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in roster.iter().enumerate() {
+        if s.is_placeholder() && keys_of[i].is_empty() && !recorded.contains(&email_key(&s.email)) {
+            unclaimed_fixme.entry(s.name.as_str()).or_default().push(i);
+        }
+    }
     taken.extend(view.off_roster.iter().map(|o| email_key(&o.email)));
     for key in unknown {
         if !naming.may_be_ours(&key.name) {
@@ -354,8 +361,17 @@ pub fn match_keys<'a>(
             continue;
         }
         let name = roster_name(&key.name, &key.hash);
-        let email = placeholder_email(&name, &key.hash, &mut taken);
         view.not_ours += 1;
+        // A FIXME row of this name already in the roster that keys.db never recorded a key for:
+        // a `check` that added it died before it recorded the key. The row is this key's.
+        if let Some(i) = unclaimed_fixme
+            .get_mut(name.as_str())
+            .and_then(|rows| (!rows.is_empty()).then(|| rows.remove(0)))
+        {
+            keys_of[i].push(key);
+            continue;
+        }
+        let email = placeholder_email(&name, &key.hash, &mut taken);
         view.orphans.push(Orphan { key, email, name });
     }
     // A keyless student named like a student who left the roster with a live key.
@@ -811,6 +827,20 @@ mod tests {
         let view = books.view(&roster, &account, &Naming::default());
         assert!(view.orphans.is_empty() && view.dismissed.is_empty());
         assert_eq!(view.not_ours, 1);
+    }
+
+    #[test]
+    fn a_fixme_row_whose_key_was_never_recorded_takes_that_key_again() {
+        // `check` appended the row, then died before keys.db recorded the key.
+        let roster = vec![
+            student("ada@u.edu", "Ada"),
+            student("my.key@FIXME.edu", "My key"),
+        ];
+        let account = vec![key("h1", "My key", "2025-01-01T10:00:00Z")];
+        let view = Books::new(vec![]).view(&roster, &account, &Naming::default());
+        assert!(view.orphans.is_empty(), "no second row");
+        assert_eq!(view.fixme_rows().len(), 1);
+        assert_eq!(view.fixme_rows()[0].0, "my.key@FIXME.edu");
     }
 
     #[test]
