@@ -159,7 +159,7 @@ pub fn execute(ctx: &Ctx, class: &mut Class, ops: Vec<Op>, what: &str) -> Result
         // Look once at the account for what the unclear creates made, delete it, make them again.
         class.account = class.client.list_keys()?;
         class.refresh_known()?;
-        let discarded = settle_creates(ctx, class, true)?;
+        let discarded = settle_creates(ctx, class)?;
         applied.discarded.extend(discarded);
         todo = again;
     }
@@ -460,14 +460,13 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
         }
     }
     class.refresh_known()?;
-    report.discarded = settle_creates(ctx, class, false)?;
+    report.discarded = settle_creates(ctx, class)?;
     Ok(report)
 }
 
 /// Delete keys that unclear creates made (nobody has their secret) and settle those creates.
-/// `all`: settle every open create now (in the run that sent them); otherwise a create not
-/// found stays open for a while, since it may still land.
-fn settle_creates(ctx: &Ctx, class: &mut Class, all: bool) -> Result<Vec<String>> {
+/// A create not found stays open for a while, even in the run that sent it: it may still land.
+fn settle_creates(ctx: &Ctx, class: &mut Class) -> Result<Vec<String>> {
     let open: Vec<Intent> = class
         .store
         .open_intents()?
@@ -484,7 +483,7 @@ fn settle_creates(ctx: &Ctx, class: &mut Class, all: bool) -> Result<Vec<String>
     for (intent, (id, keys)) in open.iter().zip(found) {
         debug_assert_eq!(intent.id, id);
         if keys.is_empty() {
-            if all || now - intent.started_at > LATE {
+            if now - intent.started_at > LATE {
                 settle_now.push(id);
             }
             continue;
