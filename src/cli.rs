@@ -395,18 +395,9 @@ pub struct SelectArgs {
 
 #[derive(Debug, Args)]
 pub struct SetLimitArgs {
-    /// Student whose limit to change (repeatable)
-    #[arg(
-        long = "email",
-        value_name = "EMAIL",
-        add = roster_emails(),
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
-    pub emails: Vec<String>,
-    /// Every key of the roster's students (disabled ones too; never FIXME rows)
-    #[arg(long)]
-    pub all: bool,
+    /// Whose limits: --email E… or --all (every key of the roster's students, disabled ones too)
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The new limit: dollars (`5`, `$2.50`) or `unlimited`
     #[arg(
         value_name = "AMOUNT",
@@ -417,18 +408,6 @@ pub struct SetLimitArgs {
     /// Change each limit by this many dollars instead (may be negative)
     #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
     pub add: Option<String>,
-    /// Do it without asking (for --all)
-    #[arg(long, short)]
-    pub yes: bool,
-    /// Print the plan and change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub roster: RosterArgs,
-    #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
-    pub limits: LimitsArgs,
 }
 
 #[derive(Debug, Args)]

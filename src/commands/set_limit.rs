@@ -80,6 +80,7 @@ fn parse_change(args: &SetLimitArgs) -> Result<Change> {
 pub fn run(ctx: &mut Ctx, args: SetLimitArgs) -> Result<Exit> {
     let at = run_time();
     let change = parse_change(&args)?;
+    let args = args.select;
     if args.all && !args.dry_run {
         can_confirm(args.yes, "change the limits of every student")?;
     }
