@@ -641,6 +641,8 @@ pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
 pub fn as_user(class: &Class, fake: &Fake, args: &[&str]) -> std::process::Output {
     let bin = assert_cmd::cargo::cargo_bin("classkeys");
     let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        // The build folder may sit where `nobody` cannot reach it (under /root): run a copy.
+        let bin = user_binary(&bin);
         let status = std::process::Command::new("chown")
             .args(["-R", "65534:65534"])
             .arg(class.dir.path())
@@ -662,4 +664,20 @@ pub fn as_user(class: &Class, fake: &Fake, args: &[&str]) -> std::process::Outpu
         .args(args)
         .output()
         .unwrap()
+}
+
+/// A copy of the binary that any user can run, made once per test process.
+fn user_binary(bin: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("classkeys-as-user-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("classkeys");
+        std::fs::copy(bin, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+    .clone()
 }
