@@ -555,13 +555,10 @@ fn patch_of(body: &str) -> Patch {
 
 /// Whether a key shows every field a PATCH set.
 fn shows(key: &Key, patch: &Patch) -> bool {
-    let money = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() < 1e-9,
-        _ => false,
-    };
     patch.disabled.is_none_or(|d| d == key.disabled)
-        && patch.limit.is_none_or(|l| money(l, key.limit))
+        && patch
+            .limit
+            .is_none_or(|l| crate::domain::same_money(l, key.limit))
         && patch
             .limit_reset
             .as_ref()

@@ -280,6 +280,15 @@ impl Key {
         Some(((l - r) * 200 + l) / (2 * l))
     }
 
+    /// Where the key stands against its limit.
+    pub fn standing(&self) -> Standing {
+        match (self.remaining(), self.used_percent()) {
+            (Some(r), _) if r <= 0.0 => Standing::AtLimit,
+            (_, Some(p)) if p >= NEAR_LIMIT_PERCENT => Standing::Near,
+            _ => Standing::Fine,
+        }
+    }
+
     pub fn created(&self) -> Option<DateTime<Utc>> {
         self.created_at.as_deref().and_then(parse_time)
     }
@@ -470,6 +479,38 @@ pub fn money_cell(v: Option<f64>) -> String {
         None => "unlimited".into(),
         Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.1}"),
         Some(v) => format!("{v}"),
+    }
+}
+
+/// The used share (percent) from which a student is flagged as close to the limit.
+pub const NEAR_LIMIT_PERCENT: i64 = 80;
+
+/// A key against its limit: nothing remaining, at 80% or more, or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    AtLimit,
+    Near,
+    Fine,
+}
+
+impl Standing {
+    /// As a table shows it (a word, so that it reads without colour too).
+    pub fn word(self) -> &'static str {
+        match self {
+            Standing::AtLimit => "at limit",
+            Standing::Near => "80%+",
+            Standing::Fine => "",
+        }
+    }
+}
+
+/// Two limits are the same (`None`: unlimited; `Some(0.0)` is a real $0 limit); amounts closer
+/// than a billionth of a dollar are equal.
+pub fn same_money(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() < 1e-9,
+        _ => false,
     }
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::{
     Change, Credits, Intent, IntentAction, Key, KnownKey, Naming, Owner, Patch, Student,
-    dated_name, email_key, is_placeholder, money_cell, reset_cell,
+    dated_name, email_key, is_placeholder, money_cell, reset_cell, same_money,
 };
 use crate::files::limits::{LimitsFile, LimitsRow};
 
@@ -492,14 +492,6 @@ pub fn new_key_limits(student: &Student, default: Option<f64>) -> (Option<f64>, 
         student.limit.unwrap_or(default),
         student.limit_reset.clone(),
     )
-}
-
-fn same_money(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() < 1e-9,
-        _ => false,
-    }
 }
 
 /// One PATCH that `update` will send.

@@ -9,6 +9,7 @@ use super::class::{Class, StudentJson, open_store, sandbox_tag, student_table};
 use super::toggle::plural;
 use crate::cli::CheckArgs;
 use crate::context::Ctx;
+use crate::domain::Standing;
 use crate::error::Exit;
 use crate::files::output::write_snapshot;
 use crate::files::roster::Roster;
@@ -119,6 +120,8 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         .collect();
     // A fold from +0.0: `sum()` of no keys is -0.0, shown as "$-0.00".
     let total_usage: f64 = rows.iter().fold(0.0, |t, (_, _, k)| t + k.usage);
+    let standing = |s: Standing| rows.iter().filter(|(_, _, k)| k.standing() == s).count();
+    let (at_limit, near) = (standing(Standing::AtLimit), standing(Standing::Near));
     let renamed: Vec<Renamed> = view.renamed.clone();
     let ambiguous: Vec<Renamed> = view.ambiguous.clone();
     let deleted_outside: Vec<Person> = class
@@ -146,10 +149,7 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             adopted,
             deleted_outside,
             unsettled_keys: view.suspects.iter().map(|k| k.hash.clone()).collect(),
-            at_limit: rows
-                .iter()
-                .filter(|(_, _, k)| super::class::limit_flag(k) == "at limit")
-                .count(),
+            at_limit,
             not_class_keys: view.not_ours,
             total_usage,
             snapshot: snapshot.display().to_string(),
@@ -165,14 +165,6 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         .students
         .iter()
         .filter(|s| !s.is_placeholder())
-        .count();
-    let at_limit = rows
-        .iter()
-        .filter(|(_, _, k)| super::class::limit_flag(k) == "at limit")
-        .count();
-    let near = rows
-        .iter()
-        .filter(|(_, _, k)| super::class::limit_flag(k) == "80%+")
         .count();
     ctx.ui.say(format!(
         "{}{} on the roster, {} ({} disabled), total usage ${:.2}; {at_limit} at the limit, {near} at 80% or more",

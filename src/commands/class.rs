@@ -322,18 +322,6 @@ impl StudentJson {
     }
 }
 
-/// The share from which a student is flagged as close to the limit.
-pub const NEAR_LIMIT_PERCENT: i64 = 80;
-
-/// `at limit` (nothing remaining), `80%+`, or nothing.
-pub fn limit_flag(key: &Key) -> &'static str {
-    match (key.remaining(), key.used_percent()) {
-        (Some(r), _) if r <= 0.0 => "at limit",
-        (_, Some(p)) if p >= NEAR_LIMIT_PERCENT => "80%+",
-        _ => "",
-    }
-}
-
 /// The human table of students and keys.
 pub fn student_table(ctx: &Ctx, rows: &[(&str, &str, &Key)]) {
     let body = rows
@@ -353,7 +341,7 @@ pub fn student_table(ctx: &Ctx, rows: &[(&str, &str, &Key)]) {
                 } else {
                     "enabled".into()
                 },
-                limit_flag(key).into(),
+                key.standing().word().into(),
             ]
         })
         .collect();

@@ -34,12 +34,7 @@ impl Change {
             (Change::Add(_), None) => return None,
             (Change::Add(d), Some(l)) => Some(((l + d).max(0.0) * 100.0).round() / 100.0 + 0.0),
         };
-        let same = match (new, key.limit) {
-            (None, None) => true,
-            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
-            _ => false,
-        };
-        (!same).then_some(new)
+        (!crate::domain::same_money(new, key.limit)).then_some(new)
     }
 }
 

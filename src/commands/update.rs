@@ -10,6 +10,7 @@ use super::class::{Class, open_store, sandbox_tag};
 use crate::apply::{self, Op};
 use crate::cli::UpdateArgs;
 use crate::context::Ctx;
+use crate::domain::same_money;
 use crate::error::{Exit, input};
 use crate::files::limits::LimitsFile;
 use crate::files::output::write_snapshot;
@@ -99,15 +100,10 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         let Some(row) = limits.row_for(&key.hash, email) else {
             continue;
         };
-        let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (None, None) => true,
-            (Some(x), Some(y)) => (x - y).abs() < 1e-9,
-            _ => false,
-        };
         if let Ok(actual) = crate::files::parse_money(&row.actual_limit)
             && !row.actual_limit.is_empty()
-            && !same(actual, key.limit)
-            && row.target_limit.is_none_or(|t| same(t, key.limit))
+            && !same_money(actual, key.limit)
+            && row.target_limit.is_none_or(|t| same_money(t, key.limit))
         {
             ctx.ui.warn(format!(
                 "{}: line {}: {email}: actual_limit was edited ({}; the key's limit is {}), but only the \

@@ -48,7 +48,7 @@ use crate::store::{KeyInfo, UsagePoint};
 /// Amounts closer than this are equal: OpenRouter reports usage to well under a millionth of a dollar.
 const EPS: f64 = 1e-9;
 /// The share from which a student is flagged as close to the limit.
-pub const NEAR_LIMIT: f64 = 0.8;
+pub const NEAR_LIMIT: f64 = crate::domain::NEAR_LIMIT_PERCENT as f64 / 100.0;
 
 /// The two moments of a report. `None`: the beginning of the history, or its end (now).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

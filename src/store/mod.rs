@@ -396,10 +396,7 @@ impl Store {
     ) -> Result<()> {
         let at = stamp(Utc::now());
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
-            params![email, name, at],
-        )?;
+        add_student(&tx, email, name, &at)?;
         upsert_key(&tx, key, email, Owner::Class)?;
         tx.execute(
             "UPDATE key SET api_key = ?1 WHERE key_hash = ?2",
@@ -465,10 +462,7 @@ impl Store {
         let at = stamp(Utc::now());
         let tx = self.conn.transaction()?;
         if owner == Owner::Class {
-            tx.execute(
-                "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
-                params![email, name, at],
-            )?;
+            add_student(&tx, email, name, &at)?;
         }
         upsert_key(&tx, key, email, owner)?;
         if let Some(change) = change {
@@ -570,10 +564,7 @@ impl Store {
             Some(_) => return Ok(SecretSet::Conflict),
             None => {}
         }
-        tx.execute(
-            "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
-            params![email, name, at],
-        )?;
+        add_student(&tx, email, name, &at)?;
         upsert_key(&tx, key, email, Owner::Class)?;
         tx.execute(
             "UPDATE key SET api_key = ?1 WHERE key_hash = ?2",
@@ -773,6 +764,20 @@ fn owner_only(path: &Path) {
             shown(path)
         ),
     }
+}
+
+/// A student keys.db has not seen yet (a known one keeps its name).
+fn add_student(
+    tx: &rusqlite::Transaction,
+    email: &str,
+    name: &str,
+    at: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO student (email, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(email) DO NOTHING",
+    )?
+    .execute(params![email, name, at])?;
+    Ok(())
 }
 
 fn settle_intent(

@@ -602,6 +602,18 @@ pub fn roster(n: usize) -> String {
     s
 }
 
+/// The output of a run that must have succeeded; otherwise the test fails showing both streams.
+pub fn assert_ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
 pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -9,19 +9,8 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn ok(out: std::process::Output) -> std::process::Output {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
 fn run(class: &Class, fake: &Fake, args: &[&str]) -> std::process::Output {
-    ok(class.cmd(fake).args(args).output().unwrap())
+    assert_ok(class.cmd(fake).args(args).output().unwrap())
 }
 
 fn run_json(class: &Class, fake: &Fake, args: &[&str]) -> Value {
@@ -149,10 +138,12 @@ async fn two_classes_on_one_account_each_see_and_change_only_their_own_keys() {
             assert!(roster.contains("@FIXME.edu"), "{roster}");
         }
         // The report counts A's students only.
-        let report = json(&ok(bare(a.dir.path())
-            .args(["--json", "report"])
-            .output()
-            .unwrap()));
+        let report = json(&assert_ok(
+            bare(a.dir.path())
+                .args(["--json", "report"])
+                .output()
+                .unwrap(),
+        ));
         let rendered = report.to_string();
         assert!(
             !rendered.contains("alex.b@uni.edu") && !rendered.contains("Bo Chen"),
@@ -615,14 +606,18 @@ async fn sandbox_and_real_classes_never_mix() {
     assert_eq!(std::fs::read(real.path("keys.db")).unwrap(), before);
     // And the other way round.
     let rehearsal = Class::new(&roster(2));
-    ok(bare(rehearsal.dir.path())
-        .args(["--sandbox", "init-db"])
-        .output()
-        .unwrap());
-    ok(bare(rehearsal.dir.path())
-        .args(["--sandbox", "provision"])
-        .output()
-        .unwrap());
+    assert_ok(
+        bare(rehearsal.dir.path())
+            .args(["--sandbox", "init-db"])
+            .output()
+            .unwrap(),
+    );
+    assert_ok(
+        bare(rehearsal.dir.path())
+            .args(["--sandbox", "provision"])
+            .output()
+            .unwrap(),
+    );
     let out = rehearsal.cmd(&fake).arg("provision").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--sandbox"), "{}", stderr(&out));

@@ -18,15 +18,7 @@ fn sb(dir: &Path) -> assert_cmd::Command {
 }
 
 fn ok(mut cmd: assert_cmd::Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    assert_ok(cmd.output().unwrap())
 }
 
 fn account(class: &Class) -> Value {
