@@ -11,7 +11,10 @@ use anyhow::Result;
 
 use crate::commands::class::Class;
 use crate::context::Ctx;
-use crate::domain::{Change, Intent, IntentAction, Key, NewIntent, NewKey, Patch, Settled};
+use crate::domain::{
+    Change, Guardrail, Intent, IntentAction, Key, NewIntent, NewKey, Patch, Settled,
+};
+use crate::guardrail::{FieldChange, Holder};
 use crate::openrouter::ApiError;
 use crate::reconcile::{self, changes};
 use crate::{fault, pool};
@@ -456,7 +459,8 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
                     report.landed += 1;
                 }
             }
-            IntentAction::Create => {}
+            // Creates are settled below; the guardrail's changes by `guardrail::settle`.
+            _ => {}
         }
     }
     class.refresh_known()?;
@@ -563,6 +567,462 @@ fn shows(key: &Key, patch: &Patch) -> bool {
             .limit_reset
             .as_ref()
             .is_none_or(|r| *r == key.limit_reset)
+}
+
+// ---- The class guardrail ----
+
+/// One change to the class guardrail or to which keys hold it.
+#[derive(Debug, Clone)]
+pub enum GuardrailOp {
+    Create {
+        name: String,
+        body: serde_json::Value,
+        /// Its settings in one line, for the changelog.
+        summary: String,
+    },
+    Patch {
+        id: String,
+        name: String,
+        body: serde_json::Value,
+        changes: Vec<FieldChange>,
+    },
+    Delete {
+        id: String,
+        name: String,
+    },
+    /// An empty `id` is the guardrail a `Create` earlier in the same batch made.
+    Assign {
+        id: String,
+        name: String,
+        keys: Vec<Holder>,
+    },
+    Unassign {
+        id: String,
+        name: String,
+        keys: Vec<Holder>,
+    },
+}
+
+/// What is journaled of a guardrail change: enough to settle it and write its audit rows.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct GuardrailBody {
+    #[serde(default)]
+    request: serde_json::Value,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    changes: Vec<(String, String, String)>,
+    #[serde(default)]
+    keys: Vec<(String, String, Option<String>)>,
+}
+
+/// What a batch of guardrail changes came to.
+#[derive(Debug, Default)]
+pub struct GuardrailDone {
+    /// The guardrail as the last create or PATCH answered.
+    pub guardrail: Option<Guardrail>,
+    pub assigned: HashSet<String>,
+    pub unassigned: HashSet<String>,
+    /// The request that stopped the batch (nothing was sent after it).
+    pub failure: Option<ApiError>,
+}
+
+impl GuardrailOp {
+    fn intent(&self) -> NewIntent {
+        let (action, id, name, body) = match self {
+            GuardrailOp::Create {
+                name,
+                body,
+                summary,
+            } => (
+                IntentAction::GuardrailCreate,
+                None,
+                name,
+                GuardrailBody {
+                    request: body.clone(),
+                    summary: summary.clone(),
+                    ..GuardrailBody::default()
+                },
+            ),
+            GuardrailOp::Patch {
+                id,
+                name,
+                body,
+                changes,
+            } => (
+                IntentAction::GuardrailPatch,
+                Some(id),
+                name,
+                GuardrailBody {
+                    request: body.clone(),
+                    changes: changes
+                        .iter()
+                        .map(|c| (c.field.to_string(), c.old.clone(), c.new.clone()))
+                        .collect(),
+                    ..GuardrailBody::default()
+                },
+            ),
+            GuardrailOp::Delete { id, name } => (
+                IntentAction::GuardrailDelete,
+                Some(id),
+                name,
+                GuardrailBody::default(),
+            ),
+            GuardrailOp::Assign { id, name, keys } | GuardrailOp::Unassign { id, name, keys } => (
+                if matches!(self, GuardrailOp::Assign { .. }) {
+                    IntentAction::GuardrailAssign
+                } else {
+                    IntentAction::GuardrailUnassign
+                },
+                Some(id),
+                name,
+                GuardrailBody {
+                    keys: keys
+                        .iter()
+                        .map(|k| {
+                            (
+                                k.email.clone(),
+                                k.hash.clone(),
+                                k.held_name.clone().or_else(|| k.held.clone()),
+                            )
+                        })
+                        .collect(),
+                    ..GuardrailBody::default()
+                },
+            ),
+        };
+        NewIntent {
+            action,
+            email: String::new(),
+            hash: id.cloned(),
+            key_name: name.clone(),
+            body: serde_json::to_string(&body).unwrap_or_default(),
+            prior: None,
+            before: None,
+        }
+    }
+}
+
+/// The audit rows of a guardrail change that landed.
+fn guardrail_changes(
+    action: IntentAction,
+    id: &str,
+    name: &str,
+    body: &GuardrailBody,
+) -> Vec<Change> {
+    let row = |hash: &str, email: &str, action, old: Option<String>, new: Option<String>| Change {
+        hash: hash.to_string(),
+        email: email.to_string(),
+        action,
+        old,
+        new,
+    };
+    match action {
+        IntentAction::GuardrailCreate => vec![row(
+            id,
+            "",
+            "guardrail_created",
+            None,
+            Some(format!("{name}: {}", body.summary)),
+        )],
+        IntentAction::GuardrailPatch => body
+            .changes
+            .iter()
+            .map(|(field, old, new)| {
+                row(
+                    id,
+                    "",
+                    "guardrail_changed",
+                    Some(format!("{name}: {field}: {old}")),
+                    Some(format!("{name}: {field}: {new}")),
+                )
+            })
+            .collect(),
+        IntentAction::GuardrailDelete => {
+            vec![row(
+                id,
+                "",
+                "guardrail_deleted",
+                Some(name.to_string()),
+                None,
+            )]
+        }
+        IntentAction::GuardrailAssign => body
+            .keys
+            .iter()
+            .map(|(email, hash, held)| {
+                row(
+                    hash,
+                    email,
+                    "guardrail_assigned",
+                    held.clone(),
+                    Some(name.to_string()),
+                )
+            })
+            .collect(),
+        IntentAction::GuardrailUnassign => body
+            .keys
+            .iter()
+            .map(|(email, hash, _)| {
+                row(
+                    hash,
+                    email,
+                    "guardrail_unassigned",
+                    Some(name.to_string()),
+                    None,
+                )
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// What keys.db records of the guardrail once this change landed.
+fn guardrail_meta(action: IntentAction, id: &str) -> Vec<(&'static str, Option<String>)> {
+    use crate::guardrail::{META_ID, META_MODELS, META_NAME};
+    match action {
+        IntentAction::GuardrailCreate => vec![(META_ID, Some(id.to_string()))],
+        IntentAction::GuardrailDelete => {
+            vec![(META_ID, None), (META_NAME, None), (META_MODELS, None)]
+        }
+        _ => vec![],
+    }
+}
+
+fn record_guardrail(
+    class: &mut Class,
+    intent: i64,
+    action: IntentAction,
+    id: &str,
+    name: &str,
+    body: &GuardrailBody,
+) -> Result<()> {
+    let meta = guardrail_meta(action, id);
+    let meta: Vec<(&str, Option<&str>)> = meta.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+    class.store.record_guardrail(
+        &[(intent, Settled::Landed)],
+        &guardrail_changes(action, id, name, body),
+        &meta,
+    )
+}
+
+/// Send guardrail changes one after another: journaled before, settled and recorded after.
+/// The first failure stops the batch.
+pub fn guardrail(ctx: &Ctx, class: &mut Class, ops: Vec<GuardrailOp>) -> Result<GuardrailDone> {
+    let mut done = GuardrailDone::default();
+    for mut op in ops {
+        if let GuardrailOp::Assign { id, .. } = &mut op
+            && id.is_empty()
+        {
+            match &done.guardrail {
+                Some(g) => *id = g.id.clone(),
+                None => continue,
+            }
+        }
+        let intent = op.intent();
+        let (action, name) = (intent.action, intent.key_name.clone());
+        let body: GuardrailBody = serde_json::from_str(&intent.body).unwrap_or_default();
+        let journal = class.store.journal(&[intent])?[0];
+        let client = &class.client;
+        let sent = match &op {
+            GuardrailOp::Create { body, .. } => match client.create_guardrail(body) {
+                Ok(g) => Ok(Some(g)),
+                // Made or not? Its name says: it is unique to the class.
+                Err(e) if e.is_ambiguous() => match client.list_guardrails() {
+                    Ok(list) => match list.into_iter().find(|g| g.name == name) {
+                        Some(g) => Ok(Some(g)),
+                        None => Err(e),
+                    },
+                    Err(_) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+            GuardrailOp::Patch { id, body, .. } => client.update_guardrail(id, body).map(Some),
+            GuardrailOp::Delete { id, .. } => client.delete_guardrail(id).map(|_| None),
+            GuardrailOp::Assign { id, keys, .. } => {
+                let hashes: Vec<String> = keys.iter().map(|k| k.hash.clone()).collect();
+                client.assign_guardrail(id, &hashes, true).map(|_| None)
+            }
+            GuardrailOp::Unassign { id, keys, .. } => {
+                let hashes: Vec<String> = keys.iter().map(|k| k.hash.clone()).collect();
+                client.assign_guardrail(id, &hashes, false).map(|_| None)
+            }
+        };
+        match sent {
+            Ok(answer) => {
+                fault::point("guardrail-answered");
+                let id = match (&op, &answer) {
+                    (_, Some(g)) => g.id.clone(),
+                    (
+                        GuardrailOp::Delete { id, .. }
+                        | GuardrailOp::Assign { id, .. }
+                        | GuardrailOp::Unassign { id, .. }
+                        | GuardrailOp::Patch { id, .. },
+                        None,
+                    ) => id.clone(),
+                    _ => String::new(),
+                };
+                record_guardrail(class, journal, action, &id, &name, &body)?;
+                match &op {
+                    GuardrailOp::Assign { keys, .. } => {
+                        done.assigned.extend(keys.iter().map(|k| k.hash.clone()))
+                    }
+                    GuardrailOp::Unassign { keys, .. } => {
+                        done.unassigned.extend(keys.iter().map(|k| k.hash.clone()))
+                    }
+                    _ => {}
+                }
+                if answer.is_some() {
+                    done.guardrail = answer;
+                }
+            }
+            Err(e) => {
+                // A clear refusal changed nothing; anything else stays open for the next run.
+                if e.status().is_some() {
+                    class.store.settle(&[journal], Settled::NotLanded)?;
+                }
+                done.failure = Some(e);
+                break;
+            }
+        }
+    }
+    if done.failure.is_some() {
+        ctx.ui.warn(
+            "the class guardrail is not yet as classkeys.toml asks; `classkeys update` (or the next provision) finishes it",
+        );
+    }
+    Ok(done)
+}
+
+/// Settle guardrail changes an interrupted run journaled but never recorded, against the
+/// account: what the account shows landed (and gets its audit rows); the rest did not, and the
+/// next `update` or `provision` sends it again.
+pub fn settle_guardrail(ctx: &Ctx, class: &mut Class) -> Result<usize> {
+    let open: Vec<Intent> = class
+        .store
+        .open_intents()?
+        .into_iter()
+        .filter(|i| i.action.is_guardrail())
+        .collect();
+    if open.is_empty() {
+        return Ok(0);
+    }
+    let client = &class.client;
+    let listing = client.list_guardrails().map_err(|e| {
+        anyhow::Error::new(e).context("listing guardrails to settle an interrupted run")
+    })?;
+    let held: HashMap<String, String> = match client.key_assignments() {
+        Ok(list) => list
+            .into_iter()
+            .map(|a| (a.key_hash, a.guardrail_id))
+            .collect(),
+        Err(e) if e.status() == Some(404) => HashMap::new(),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("listing guardrail assignments to settle an interrupted run"));
+        }
+    };
+    let mut decided = Vec::new();
+    for intent in open {
+        let body: GuardrailBody =
+            serde_json::from_str(intent.body.as_deref().unwrap_or("{}")).unwrap_or_default();
+        let id = intent.hash.clone().unwrap_or_default();
+        let found = match intent.action {
+            IntentAction::GuardrailCreate => listing
+                .iter()
+                .find(|g| g.name == intent.key_name)
+                .map(|g| g.id.clone()),
+            IntentAction::GuardrailPatch => {
+                let g = match listing.iter().find(|g| g.id == id) {
+                    Some(g) => Some(g.clone()),
+                    None => client.get_guardrail(&id).ok(),
+                };
+                g.filter(|g| guardrail_shows(g, &body.request))
+                    .map(|_| id.clone())
+            }
+            IntentAction::GuardrailDelete => match client.get_guardrail(&id) {
+                Err(e) if e.status() == Some(404) => Some(id.clone()),
+                _ => None,
+            },
+            IntentAction::GuardrailAssign => body
+                .keys
+                .iter()
+                .all(|(_, hash, _)| held.get(hash) == Some(&id))
+                .then(|| id.clone()),
+            IntentAction::GuardrailUnassign => body
+                .keys
+                .iter()
+                .all(|(_, hash, _)| held.get(hash) != Some(&id))
+                .then(|| id.clone()),
+            _ => None,
+        };
+        decided.push((intent, body, found));
+    }
+    let mut landed = 0;
+    for (intent, body, found) in decided {
+        match found {
+            Some(id) => {
+                record_guardrail(
+                    class,
+                    intent.id,
+                    intent.action,
+                    &id,
+                    &intent.key_name,
+                    &body,
+                )?;
+                landed += 1;
+            }
+            None => class.store.settle(&[intent.id], Settled::NotLanded)?,
+        }
+    }
+    if landed > 0 {
+        ctx.ui.note(format!(
+            "classkeys: recorded {landed} guardrail change(s) an interrupted run had sent (found on the account)"
+        ));
+    }
+    Ok(landed)
+}
+
+/// Whether a guardrail shows every field a PATCH sent (lists compared as sets).
+fn guardrail_shows(g: &Guardrail, request: &serde_json::Value) -> bool {
+    let have = serde_json::to_value(g).unwrap_or_default();
+    let set = |v: &serde_json::Value| -> Option<std::collections::BTreeSet<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => s.to_lowercase(),
+                    other => format!("{}:{}", other["slug"], other["action"]),
+                })
+                .collect()
+        })
+    };
+    request.as_object().is_none_or(|fields| {
+        fields.iter().all(|(k, want)| {
+            let got = &have[k];
+            match (want, got) {
+                (serde_json::Value::Array(_), _) if k == "allowed_models" => {
+                    let w: Vec<String> = want
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect();
+                    let h: Vec<String> = got
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect();
+                    crate::guardrail::same_models(&w, &h)
+                }
+                (serde_json::Value::Array(_), _) => set(want) == set(got),
+                (serde_json::Value::Number(w), _) => {
+                    crate::domain::same_money(w.as_f64(), got.as_f64())
+                }
+                _ => want == got,
+            }
+        })
+    })
 }
 
 #[cfg(test)]

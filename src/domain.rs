@@ -42,14 +42,32 @@ pub enum IntentAction {
     Create,
     Patch,
     Delete,
+    /// The class guardrail: made, changed, deleted, assigned to keys, taken off keys.
+    GuardrailCreate,
+    GuardrailPatch,
+    GuardrailDelete,
+    GuardrailAssign,
+    GuardrailUnassign,
 }
 
 impl IntentAction {
+    /// A change to the class guardrail or its assignments (not to one key).
+    pub fn is_guardrail(self) -> bool {
+        !matches!(
+            self,
+            IntentAction::Create | IntentAction::Patch | IntentAction::Delete
+        )
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             IntentAction::Create => "create",
             IntentAction::Patch => "patch",
             IntentAction::Delete => "delete",
+            IntentAction::GuardrailCreate => "guardrail_create",
+            IntentAction::GuardrailPatch => "guardrail_patch",
+            IntentAction::GuardrailDelete => "guardrail_delete",
+            IntentAction::GuardrailAssign => "guardrail_assign",
+            IntentAction::GuardrailUnassign => "guardrail_unassign",
         }
     }
     pub fn parse(s: &str) -> Option<IntentAction> {
@@ -57,6 +75,11 @@ impl IntentAction {
             "create" => Some(IntentAction::Create),
             "patch" => Some(IntentAction::Patch),
             "delete" => Some(IntentAction::Delete),
+            "guardrail_create" => Some(IntentAction::GuardrailCreate),
+            "guardrail_patch" => Some(IntentAction::GuardrailPatch),
+            "guardrail_delete" => Some(IntentAction::GuardrailDelete),
+            "guardrail_assign" => Some(IntentAction::GuardrailAssign),
+            "guardrail_unassign" => Some(IntentAction::GuardrailUnassign),
             _ => None,
         }
     }
@@ -223,6 +246,111 @@ pub fn pseudonym(secret: &str, email: &str) -> String {
 pub fn dated_name(s: &str) -> Option<&str> {
     let b = s.as_bytes();
     (b.len() > 9 && b[..8].iter().all(u8::is_ascii_digit) && b[8] == b'_').then(|| &s[9..])
+}
+
+// ---- The class guardrail: what classkeys.toml asks for and what the account holds ----
+
+/// How often a guardrail's budget starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl Interval {
+    pub const ALL: [Interval; 3] = [Interval::Daily, Interval::Weekly, Interval::Monthly];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::Daily => "daily",
+            Interval::Weekly => "weekly",
+            Interval::Monthly => "monthly",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Interval> {
+        Interval::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+    /// The classkeys.toml setting that names this budget.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Interval::Daily => "daily_limit",
+            Interval::Weekly => "weekly_limit",
+            Interval::Monthly => "monthly_limit",
+        }
+    }
+}
+
+/// A guardrail's budget: dollars per key per period.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub dollars: f64,
+    pub interval: Interval,
+}
+
+/// What the class guardrail should be (classkeys.toml's `[guardrail]`). A setting left out
+/// (`None`) is not sent: OpenRouter's default applies and the account's value is not compared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailSpec {
+    pub models: Option<Vec<String>>,
+    pub providers: Option<Vec<String>>,
+    pub budget: Option<Budget>,
+    pub zero_data_retention: Option<bool>,
+    pub training: Option<bool>,
+    pub redact: Option<Vec<String>>,
+}
+
+/// One builtin content filter of a guardrail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Builtin {
+    pub slug: String,
+    pub action: String,
+}
+
+/// A guardrail as the account reports it. Every field but the id is optional: the account
+/// may leave out what is unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Guardrail {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_providers: Option<Vec<String>>,
+    #[serde(default)]
+    pub limit_usd: Option<f64>,
+    #[serde(default)]
+    pub reset_interval: Option<String>,
+    #[serde(default)]
+    pub enforce_zdr: Option<bool>,
+    #[serde(default)]
+    pub enforce_zdr_anthropic: Option<bool>,
+    #[serde(default)]
+    pub enforce_zdr_google: Option<bool>,
+    #[serde(default)]
+    pub enforce_zdr_openai: Option<bool>,
+    #[serde(default)]
+    pub enforce_zdr_other: Option<bool>,
+    #[serde(default)]
+    pub enforce_zdr_xai: Option<bool>,
+    #[serde(default)]
+    pub enable_free_model_training: Option<bool>,
+    #[serde(default)]
+    pub enable_paid_model_training: Option<bool>,
+    #[serde(default)]
+    pub enable_free_model_publication: Option<bool>,
+    #[serde(default)]
+    pub content_filter_builtins: Option<Vec<Builtin>>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+}
+
+/// Which guardrail a key holds, as the account reports it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Assignment {
+    pub key_hash: String,
+    pub guardrail_id: String,
 }
 
 // ---- Keys, as the account shows them and as keys.db remembers them ----

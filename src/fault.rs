@@ -1,7 +1,8 @@
 //! A hidden, test-only fault switch: `CLASSKEYS_FAULT=POINT:N` makes the process die
 //! (abort, like `kill -9`: no cleanup, no flush) the N-th time it passes POINT.
 //! Points: `create-answered` (a create's answer arrived, its secret not yet saved),
-//! `create-saved` (a new key's secret was just committed).
+//! `create-saved` (a new key's secret was just committed), `change-answered` (a PATCH or
+//! delete answered, not yet recorded), `guardrail-answered` (a guardrail change answered).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

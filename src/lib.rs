@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod fault;
 pub mod files;
+pub mod guardrail;
 pub mod openrouter;
 pub mod pool;
 pub mod reconcile;

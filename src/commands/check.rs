@@ -11,6 +11,7 @@ use crate::cli::CheckArgs;
 use crate::context::Ctx;
 use crate::domain::Standing;
 use crate::error::Exit;
+use crate::files::config::ClassConfig;
 use crate::files::output::write_snapshot;
 use crate::files::roster::Roster;
 use crate::reconcile::Renamed;
@@ -50,6 +51,7 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
     let at = run_time();
     let store = open_store(&args.db.db)?;
     let roster = Roster::read(&args.roster.roster)?;
+    let config = ClassConfig::read(&ctx.dir())?;
     let mut class = Class::load(ctx, store, roster, &args.db.db, false)?;
 
     // Keys nobody knows become FIXME rows, once: keys.db remembers them from now on.
@@ -108,9 +110,20 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         })
         .collect();
     let fixme = view.fixme_rows();
+    // Which keys hold the class guardrail, as the account reports it.
+    let guarded = crate::guardrail::holders(&class)?;
+    if config.guardrail.is_some() && guarded.is_none() {
+        ctx.ui.note(format!(
+            "{} asks for a class guardrail that the account does not have yet: run `classkeys update`",
+            config.shown()
+        ));
+    }
     let json_of = |rows: &[(&str, &str, &crate::openrouter::Key)]| -> Vec<StudentJson> {
         rows.iter()
-            .map(|(e, n, k)| StudentJson::new(e, n, k))
+            .map(|(e, n, k)| StudentJson {
+                guardrail: Some(guarded.as_ref().is_some_and(|g| g.contains(&k.hash))),
+                ..StudentJson::new(e, n, k)
+            })
             .collect()
     };
     let off_roster: Vec<(&str, &str, &crate::openrouter::Key)> = view
@@ -157,7 +170,7 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     if !rows.is_empty() {
-        student_table(ctx, &rows);
+        student_table(ctx, &rows, guarded.as_ref());
     }
     let disabled = rows.iter().filter(|(_, _, k)| k.disabled).count();
     let students = class
@@ -269,6 +282,15 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
             "{} key(s) may be left over from an interrupted run; the next run settles them",
             view.suspects.len()
         ));
+    }
+    if let (Some(g), Some(_)) = (&guarded, &config.guardrail) {
+        let lacking = rows.iter().filter(|(_, _, k)| !g.contains(&k.hash)).count();
+        if lacking > 0 {
+            ctx.ui.warn(format!(
+                "{} of the class do not hold the class guardrail: run `classkeys update` to assign it",
+                plural(lacking, "key")
+            ));
+        }
     }
     ctx.ui.say(format!("snapshot: {}", snapshot.display()));
     Ok(Exit::Ok)

@@ -103,6 +103,9 @@ impl Class {
         };
         class.refresh_known()?;
         class.settled = apply::settle(ctx, &mut class, dry_run)?;
+        if !dry_run {
+            apply::settle_guardrail(ctx, &mut class)?;
+        }
         class.tell_settled(ctx);
         Ok(class)
     }
@@ -302,6 +305,9 @@ pub struct StudentJson {
     pub used_percent: Option<i64>,
     /// OpenRouter's `limit_remaining` (this period's, for a limit with a reset); `null`: unlimited.
     pub remaining: Option<f64>,
+    /// Whether the key holds the class guardrail, as the account reports it (`check` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<bool>,
 }
 
 impl StudentJson {
@@ -318,16 +324,18 @@ impl StudentJson {
             expires_at: key.expires_at.clone(),
             used_percent: key.used_percent(),
             remaining: key.remaining(),
+            guardrail: None,
         }
     }
 }
 
-/// The human table of students and keys.
-pub fn student_table(ctx: &Ctx, rows: &[(&str, &str, &Key)]) {
+/// The human table of students and keys; with the hashes of the keys that hold the class
+/// guardrail, a column says which do.
+pub fn student_table(ctx: &Ctx, rows: &[(&str, &str, &Key)], guarded: Option<&HashSet<String>>) {
     let body = rows
         .iter()
         .map(|(email, name, key)| {
-            vec![
+            let mut row = vec![
                 email.to_string(),
                 name.to_string(),
                 key.name.clone(),
@@ -342,23 +350,28 @@ pub fn student_table(ctx: &Ctx, rows: &[(&str, &str, &Key)]) {
                     "enabled".into()
                 },
                 key.standing().word().into(),
-            ]
+            ];
+            if let Some(g) = guarded {
+                row.push(if g.contains(&key.hash) { "yes" } else { "NO" }.into());
+            }
+            row
         })
         .collect();
-    ctx.ui.table(
-        &[
-            "Email",
-            "Name",
-            "Key name",
-            "Usage",
-            "Limit",
-            "Used %",
-            "Remaining",
-            "Status",
-            "Flags",
-        ],
-        body,
-    );
+    let mut headers = vec![
+        "Email",
+        "Name",
+        "Key name",
+        "Usage",
+        "Limit",
+        "Used %",
+        "Remaining",
+        "Status",
+        "Flags",
+    ];
+    if guarded.is_some() {
+        headers.push("Guardrail");
+    }
+    ctx.ui.table(&headers, body);
 }
 
 pub fn limit_text(limit: Option<f64>) -> String {

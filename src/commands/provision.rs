@@ -11,10 +11,12 @@ use crate::apply::{self, Op};
 use crate::cli::ProvisionArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
+use crate::files::config::ClassConfig;
 use crate::files::limits::LimitsFile;
 use crate::files::output::write_snapshot;
 use crate::files::parse_money;
 use crate::files::roster::Roster;
+use crate::guardrail::{self, Holder, Synced};
 use crate::openrouter::NewKey;
 use crate::reconcile::{self, CreditCheck, Renamed};
 use crate::store::run_time;
@@ -42,6 +44,8 @@ struct Report {
     api_keys_file: Option<String>,
     limits_file: Option<String>,
     snapshot: Option<String>,
+    /// What was done (or, in a dry run, would be done) to the class guardrail.
+    guardrail: Option<Synced>,
 }
 
 #[derive(Serialize)]
@@ -65,7 +69,15 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     let store = open_store(&args.db.db)?;
     let roster = Roster::read(&args.roster.roster)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
+    let config = ClassConfig::read(&ctx.dir())?;
     let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
+    // The guardrail first: the new keys get it right after they are made.
+    let mut synced = guardrail::sync(ctx, &mut class, &config, args.dry_run)?;
+    if let Some(s) = &synced
+        && !ctx.ui.json
+    {
+        guardrail::tell(ctx, s, args.dry_run);
+    }
     let mut warnings = Vec::new();
     let mut discarded = class.settled.discarded.clone();
     if args.dry_run {
@@ -143,14 +155,34 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
         .collect();
 
     if args.dry_run {
+        if let Some(s) = &mut synced {
+            // The new keys would get it too.
+            s.assigned.extend(plan.iter().map(|p| Holder {
+                email: p.email.clone(),
+                hash: String::new(),
+                key_name: p.new.name.clone(),
+                held: None,
+                held_name: None,
+            }));
+        }
         return print_plan(
             ctx,
-            planned_json,
-            skipped_placeholders,
-            renamed,
-            already_had_key,
-            credits,
-            warnings,
+            Report {
+                dry_run: true,
+                planned: planned_json,
+                created: Vec::new(),
+                failed: Vec::new(),
+                skipped_placeholders,
+                skipped_renamed: renamed,
+                already_had_key,
+                discarded_leftovers: Vec::new(),
+                credits,
+                warnings,
+                api_keys_file: None,
+                limits_file: None,
+                snapshot: None,
+                guardrail: synced,
+            },
         );
     }
 
@@ -171,6 +203,30 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
 
     // Secrets first: they exist nowhere else but keys.db.
     let api_keys_file = save_secrets(ctx, at, &applied)?;
+    // Then the class guardrail on the new keys (a failure here is finished by the next run).
+    let new_keys: Vec<Holder> = applied
+        .created()
+        .map(|(email, _, key, _)| Holder {
+            email: email.to_string(),
+            hash: key.hash.clone(),
+            key_name: key.name.clone(),
+            held: None,
+            held_name: None,
+        })
+        .collect();
+    let guardrail_failure = if synced.as_ref().is_some_and(|s| s.action != "deleted") {
+        guardrail::assign_new(ctx, &mut class, new_keys.clone())?
+    } else {
+        None
+    };
+    if let Some(s) = &mut synced {
+        if guardrail_failure.is_none() && s.action != "deleted" {
+            s.assigned.extend(new_keys);
+        }
+        if s.failure.is_none() {
+            s.failure = guardrail_failure;
+        }
+    }
     class.refresh_known()?;
     class.record(at)?;
     let view = class.view();
@@ -201,7 +257,8 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             .copied()
     });
     let failed = Failed::list(&applied.failure);
-    let exit = if applied.failure.is_some() {
+    let guardrail_failure = synced.as_mut().and_then(|s| s.failure.take());
+    let exit = if applied.failure.is_some() || guardrail_failure.is_some() {
         Exit::Failed
     } else {
         Exit::Ok
@@ -222,6 +279,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             api_keys_file: api_keys_file.as_ref().map(|p| p.display().to_string()),
             limits_file: Some(limits.path.display().to_string()),
             snapshot: Some(snapshot.display().to_string()),
+            guardrail: synced.take(),
         })?;
     } else {
         let rows: Vec<Vec<String>> = created_json
@@ -251,6 +309,17 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
                 discarded.len()
             ));
         }
+        if let Some(s) = &synced
+            && !created.is_empty()
+            && s.action != "deleted"
+            && guardrail_failure.is_none()
+        {
+            ctx.ui.say(format!(
+                "guardrail {:?}: assigned to the {} new key(s)",
+                s.name,
+                created.len()
+            ));
+        }
         if let Some(path) = &api_keys_file {
             ctx.ui.say(format!(
                 "secrets of the new keys: {} (owner-only; hand them out, then delete it)",
@@ -268,6 +337,12 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
         return Err(anyhow::Error::new(err).context(format!(
             "provisioning stopped at {email}; the {made} key(s) made before are saved (keys.db, api_keys file). \
              Fix the cause and run `classkeys provision` again: it creates only what is missing"
+        )));
+    }
+    if let Some(err) = guardrail_failure {
+        return Err(anyhow::Error::new(err).context(format!(
+            "the {made} new key(s) are made and saved, but the class guardrail is not yet on every key of the \
+             class: run `classkeys update` or `classkeys provision` again to finish it"
         )));
     }
     Ok(exit)
@@ -312,33 +387,17 @@ fn credits_check(
     Some(check)
 }
 
-fn print_plan(
-    ctx: &Ctx,
-    planned: Vec<PlannedJson>,
-    skipped_placeholders: Vec<String>,
-    skipped_renamed: Vec<Renamed>,
-    already_had_key: usize,
-    credits: Option<CreditCheck>,
-    warnings: Vec<String>,
-) -> Result<Exit> {
+fn print_plan(ctx: &Ctx, report: Report) -> Result<Exit> {
     if ctx.ui.json {
-        ctx.ui.json(&Report {
-            dry_run: true,
-            planned,
-            created: Vec::new(),
-            failed: Vec::new(),
-            skipped_placeholders,
-            skipped_renamed,
-            already_had_key,
-            discarded_leftovers: Vec::new(),
-            credits,
-            warnings,
-            api_keys_file: None,
-            limits_file: None,
-            snapshot: None,
-        })?;
+        ctx.ui.json(&report)?;
         return Ok(Exit::Ok);
     }
+    let Report {
+        planned,
+        skipped_placeholders,
+        already_had_key,
+        ..
+    } = report;
     let rows: Vec<Vec<String>> = planned
         .iter()
         .map(|p| {

@@ -62,6 +62,7 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     let roster = Roster::read(&args.roster.roster)?;
     check_emails(&roster, &args.emails)?;
     let limits = LimitsFile::read_or_empty(&args.limits.limits)?;
+    let config = crate::files::config::ClassConfig::read(&ctx.dir())?;
     let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
 
     let view = class.view();
@@ -159,6 +160,24 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
             _ => None,
         }));
         failure = failure.or(d.failure.take());
+    }
+    // The new keys hold the class guardrail, as the old ones did.
+    if config.guardrail.is_some() {
+        let holders = created
+            .iter()
+            .map(|(email, key)| crate::guardrail::Holder {
+                email: email.clone(),
+                hash: key.hash.clone(),
+                key_name: key.name.clone(),
+                held: None,
+                held_name: None,
+            })
+            .collect();
+        if let Some(e) = crate::guardrail::assign_new(ctx, &mut class, holders)? {
+            ctx.ui.warn(format!(
+                "the new key(s) do not hold the class guardrail yet ({e}); `classkeys update` assigns it"
+            ));
+        }
     }
 
     // Old keys whose replacement exists (its secret saved, its state the old one's) go.

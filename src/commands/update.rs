@@ -12,10 +12,12 @@ use crate::cli::UpdateArgs;
 use crate::context::Ctx;
 use crate::domain::same_money;
 use crate::error::{Exit, input};
+use crate::files::config::ClassConfig;
 use crate::files::limits::LimitsFile;
 use crate::files::output::write_snapshot;
 use crate::files::roster::Roster;
 use crate::files::{money_cell, reset_cell};
+use crate::guardrail::{self, Synced};
 use crate::openrouter::{Key, Patch};
 use crate::reconcile::{self, Skipped};
 use crate::store::run_time;
@@ -29,6 +31,8 @@ struct Report {
     unchanged: usize,
     limits_file: Option<String>,
     snapshot: Option<String>,
+    /// What was done (or, in a dry run, would be done) to the class guardrail.
+    guardrail: Option<Synced>,
 }
 
 #[derive(Serialize)]
@@ -92,7 +96,16 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
             )));
         }
     }
+    let config = ClassConfig::read(&ctx.dir())?;
     let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
+    // First the class guardrail, as classkeys.toml asks; then the keys, as limits.csv does.
+    let mut synced = guardrail::sync(ctx, &mut class, &config, args.dry_run)?;
+    if let Some(s) = &synced
+        && !ctx.ui.json
+    {
+        guardrail::tell(ctx, s, args.dry_run);
+    }
+    let guardrail_failure = synced.as_mut().and_then(|s| s.failure.take());
     let view = class.view();
     let (planned, skipped) = reconcile::plan_updates(&view, &limits);
     let unchanged = limits.rows.len() - planned.len() - skipped.len();
@@ -180,6 +193,7 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
             unchanged,
             limits_file,
             snapshot,
+            guardrail: synced,
         })?;
     } else {
         let rows: Vec<Vec<String>> = change_rows
@@ -242,6 +256,12 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
         return Err(anyhow::Error::new(err).context(format!(
             "update stopped at {email}; changes made before are recorded. Fix the cause and run `classkeys update` again"
         )));
+    }
+    if let Some(err) = guardrail_failure {
+        return Err(anyhow::Error::new(err).context(
+            "the class guardrail is not yet as classkeys.toml asks (what was done is recorded); \
+             fix the cause and run `classkeys update` again",
+        ));
     }
     Ok(Exit::Ok)
 }

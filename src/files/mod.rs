@@ -1,6 +1,7 @@
 //! The class folder's files: reading CSVs strictly (file and line in every error),
 //! writing them atomically with the right mode, and never over an older file.
 
+pub mod config;
 pub mod limits;
 pub mod lms;
 pub mod output;

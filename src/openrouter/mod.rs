@@ -16,8 +16,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use pace::Pace;
-pub use types::{Created, Credits, Key, NewKey, Patch, parse_time};
-use types::{CreditsData, ErrorBody, KeyData, KeyList};
+pub use types::{Analytics, Created, Credits, Key, NewKey, Patch, parse_time};
+use types::{CreditsData, ErrorBody, GuardrailData, KeyData, KeyList, Page};
+
+use crate::domain::{Assignment, Guardrail};
 
 pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 /// `GET /keys` returns at most this many keys a page.
@@ -349,6 +351,185 @@ impl Client {
             "reading credits",
         )?;
         Ok(c.data)
+    }
+
+    // ---- Guardrails ----
+
+    /// Every guardrail of the class's workspace (the default one without a workspace).
+    pub fn list_guardrails(&self) -> Result<Vec<Guardrail>, ApiError> {
+        let mut query = Vec::new();
+        if let Some(ws) = &self.workspace {
+            query.push(("workspace_id", ws.clone()));
+        }
+        self.paged(
+            &["guardrails"],
+            &query,
+            "listing guardrails",
+            |g: &Guardrail| g.id.clone(),
+        )
+    }
+
+    pub fn get_guardrail(&self, id: &str) -> Result<Guardrail, ApiError> {
+        let what = format!("reading guardrail {}", short(id));
+        let g: GuardrailData = self.call(
+            Method::GET,
+            &guardrail_path(id, &what)?,
+            &[],
+            None::<&()>,
+            false,
+            &what,
+        )?;
+        Ok(g.data)
+    }
+
+    /// Never retried blindly, as a key's create: a second try could make a second guardrail.
+    pub fn create_guardrail(&self, body: &serde_json::Value) -> Result<Guardrail, ApiError> {
+        let what = format!("creating guardrail {}", body["name"]);
+        let mut body = body.clone();
+        if let (Some(ws), Some(obj)) = (&self.workspace, body.as_object_mut()) {
+            obj.insert("workspace_id".into(), serde_json::Value::String(ws.clone()));
+        }
+        let g: GuardrailData =
+            self.call(Method::POST, &["guardrails"], &[], Some(&body), true, &what)?;
+        Ok(g.data)
+    }
+
+    pub fn update_guardrail(
+        &self,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<Guardrail, ApiError> {
+        let what = format!("updating guardrail {}", short(id));
+        let g: GuardrailData = self.call(
+            Method::PATCH,
+            &guardrail_path(id, &what)?,
+            &[],
+            Some(body),
+            false,
+            &what,
+        )?;
+        Ok(g.data)
+    }
+
+    /// Deleting a guardrail that is already gone (404) counts as done.
+    pub fn delete_guardrail(&self, id: &str) -> Result<(), ApiError> {
+        let what = format!("deleting guardrail {}", short(id));
+        match self.call::<serde_json::Value>(
+            Method::DELETE,
+            &guardrail_path(id, &what)?,
+            &[],
+            None::<&()>,
+            false,
+            &what,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Give keys this guardrail (a key holds one: it replaces what the key held), or take it
+    /// off them (`assign` false).
+    pub fn assign_guardrail(
+        &self,
+        id: &str,
+        hashes: &[String],
+        assign: bool,
+    ) -> Result<(), ApiError> {
+        let what = format!(
+            "{} guardrail {} {} {} key(s)",
+            if assign { "assigning" } else { "unassigning" },
+            short(id),
+            if assign { "to" } else { "from" },
+            hashes.len()
+        );
+        let [g, id] = guardrail_path(id, &what)?;
+        let path: Vec<&str> = if assign {
+            vec![g, id, "assignments", "keys"]
+        } else {
+            vec![g, id, "assignments", "keys", "remove"]
+        };
+        let body = serde_json::json!({ "key_hashes": hashes });
+        self.call::<serde_json::Value>(Method::POST, &path, &[], Some(&body), false, &what)?;
+        Ok(())
+    }
+
+    /// Which guardrail each key of the account holds (keys that hold none are not listed).
+    pub fn key_assignments(&self) -> Result<Vec<Assignment>, ApiError> {
+        self.paged(
+            &["guardrails", "assignments", "keys"],
+            &[],
+            "listing guardrail assignments",
+            |a: &Assignment| a.key_hash.clone(),
+        )
+    }
+
+    /// The keys that hold this guardrail.
+    pub fn guardrail_keys(&self, id: &str) -> Result<Vec<Assignment>, ApiError> {
+        let what = format!("listing the keys of guardrail {}", short(id));
+        let [g, id] = guardrail_path(id, &what)?;
+        self.paged(
+            &[g, id, "assignments", "keys"],
+            &[],
+            &what,
+            |a: &Assignment| a.key_hash.clone(),
+        )
+    }
+
+    /// `POST /analytics/query`.
+    pub fn analytics(&self, query: &serde_json::Value) -> Result<Analytics, ApiError> {
+        let a: types::AnalyticsData = self.call(
+            Method::POST,
+            &["analytics", "query"],
+            &[],
+            Some(query),
+            false,
+            "querying analytics",
+        )?;
+        Ok(a.data)
+    }
+
+    /// A listing paged by `offset` and `limit` (100 a page) until a page is empty, brings
+    /// nothing new, or the `total_count` is reached.
+    fn paged<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+        what: &str,
+        id: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, ApiError> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut offset = 0;
+        for _ in 0..MAX_PAGES {
+            let mut q = query.to_vec();
+            q.push(("offset", offset.to_string()));
+            q.push(("limit", PAGE_SIZE.to_string()));
+            let page: Page<T> = self.call(
+                Method::GET,
+                path,
+                &q,
+                None::<&()>,
+                false,
+                &format!("{what} (offset {offset})"),
+            )?;
+            let n = page.data.len();
+            let mut new = 0;
+            for item in page.data {
+                if seen.insert(id(&item)) {
+                    out.push(item);
+                    new += 1;
+                }
+            }
+            if n == 0 || new == 0 || page.total_count.is_some_and(|t| out.len() as u64 >= t) {
+                return Ok(out);
+            }
+            offset += n;
+        }
+        Err(ApiError::Decode {
+            what: what.into(),
+            detail: format!("the account answered more than {MAX_PAGES} pages and kept going"),
+        })
     }
 
     /// The funnel every request goes through.
@@ -684,6 +865,19 @@ fn key_path<'a>(hash: &'a str, what: &str) -> Result<[&'a str; 2], ApiError> {
         });
     }
     Ok(["keys", hash])
+}
+
+fn guardrail_path<'a>(id: &'a str, what: &str) -> Result<[&'a str; 2], ApiError> {
+    if !plain_hash(id) {
+        return Err(ApiError::Decode {
+            what: what.into(),
+            detail: format!(
+                "the guardrail id {} is not a plain token; nothing was sent for it",
+                crate::ui::shown(&crate::files::excerpt(id))
+            ),
+        });
+    }
+    Ok(["guardrails", id])
 }
 
 fn short(hash: &str) -> &str {

@@ -24,6 +24,44 @@ pub struct Created {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct GuardrailData {
+    pub data: crate::domain::Guardrail,
+}
+
+/// One page of a listing paged by offset and limit.
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub total_count: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnalyticsData {
+    pub data: Analytics,
+}
+
+/// The answer to `POST /analytics/query`: rows of dimension and metric values.
+#[derive(Debug, Deserialize, Default)]
+pub struct Analytics {
+    #[serde(default)]
+    pub data: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub metadata: Option<AnalyticsMeta>,
+    /// When the figures were computed (milliseconds since 1970), if they come from a cache.
+    #[serde(default, rename = "cachedAt")]
+    pub cached_at: Option<f64>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AnalyticsMeta {
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct CreditsData {
     pub data: Credits,
 }

@@ -230,6 +230,44 @@ impl Store {
         Ok(())
     }
 
+    pub fn delete_meta(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM class_meta WHERE name = ?1", [name])
+            .with_context(|| format!("forgetting the class's {name} in keys.db"))?;
+        Ok(())
+    }
+
+    /// A change to the class guardrail settled: its intents, its audit rows and what keys.db
+    /// records of the guardrail (`None` forgets a setting), in one transaction.
+    pub fn record_guardrail(
+        &mut self,
+        settle: &[(i64, Settled)],
+        changes: &[Change],
+        meta: &[(&str, Option<&str>)],
+    ) -> Result<()> {
+        let at = stamp(Utc::now());
+        let tx = self.conn.transaction()?;
+        for (id, how) in settle {
+            settle_intent(&tx, *id, *how, None, &at)?;
+        }
+        for change in changes {
+            insert_change(&tx, change, &at)?;
+        }
+        for (name, value) in meta {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO class_meta (name, value) VALUES (?1, ?2)
+                     ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    params![name, v],
+                )?,
+                None => tx.execute("DELETE FROM class_meta WHERE name = ?1", [name])?,
+            };
+        }
+        tx.commit()
+            .context("saving the class guardrail's changes to keys.db")?;
+        Ok(())
+    }
+
     /// The kind of account this keys.db belongs to, if a command has said so yet.
     pub fn account_kind(&self) -> Result<Option<AccountKind>> {
         Ok(self

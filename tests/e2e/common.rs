@@ -64,14 +64,28 @@ pub struct State {
     pub raw_first_page: Option<String>,
     /// The server's clock is this many seconds off ours (created_at of new keys).
     pub skew_secs: i64,
+    /// Guardrails, oldest first, as the API shows them.
+    pub guardrails: Vec<Value>,
+    /// (key hash, guardrail id): which guardrail each key holds.
+    pub assignments: Vec<(String, String)>,
+    /// Spend the analytics report: (key hash, model, dollars, requests).
+    pub spend: Vec<(String, String, f64, u64)>,
 }
 
 impl State {
-    fn take_fault(&mut self, method: &str) -> Option<Fault> {
+    /// A fault for `METHOD` (any path), or for `METHOD /path-end` (paths ending so), first one
+    /// that has any left.
+    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
         self.faults
             .iter_mut()
-            .find(|(m, _)| m == method)
-            .and_then(|(_, q)| q.pop_front())
+            .filter(|(m, q)| {
+                !q.is_empty()
+                    && match m.split_once(' ') {
+                        None => m == method,
+                        Some((mm, end)) => mm == method && path.ends_with(end),
+                    }
+            })
+            .find_map(|(_, q)| q.pop_front())
     }
 
     pub fn add_key(
@@ -128,7 +142,7 @@ impl Respond for Responder {
         if auth != format!("Bearer {SENTINEL}") {
             return error(401, "Missing Authentication header");
         }
-        let fault = st.take_fault(&method);
+        let fault = st.take_fault(&method, req.url.path().trim_end_matches('/'));
         match &fault {
             Some(Fault::Status(s)) => return error(*s, "Injected failure"),
             Some(Fault::Echo(s)) => {
@@ -247,6 +261,8 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
             let _ = hash;
             ResponseTemplate::new(201).set_body_json(json!({ "data": data.clone(), "key": secret }))
         }
+        ("POST", "/api/v1/analytics/query") => analytics(st, req),
+        (_, p) if p.starts_with("/api/v1/guardrails") => guardrails(st, method, p, req),
         ("GET", p) if p.starts_with("/api/v1/workspaces/") => {
             let id = &p["/api/v1/workspaces/".len()..];
             if id == WORKSPACE_ID || id == "cs101" {
@@ -302,6 +318,280 @@ fn route(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTem
         }
         _ => error(404, "Not found"),
     }
+}
+
+/// The guardrail fields OpenRouter takes on create and update.
+const GUARDRAIL_FIELDS: [&str; 20] = [
+    "name",
+    "description",
+    "allowed_models",
+    "allowed_providers",
+    "ignored_models",
+    "ignored_providers",
+    "limit_usd",
+    "reset_interval",
+    "include_byok_in_budgets",
+    "enforce_zdr",
+    "enforce_zdr_anthropic",
+    "enforce_zdr_google",
+    "enforce_zdr_openai",
+    "enforce_zdr_other",
+    "enforce_zdr_xai",
+    "enable_free_model_training",
+    "enable_paid_model_training",
+    "enable_free_model_publication",
+    "content_filter_builtins",
+    "workspace_id",
+];
+
+/// OpenRouter stores models by canonical slug: the fake dates one of them.
+fn canonical(model: &Value) -> Value {
+    match model.as_str() {
+        Some("openai/gpt-4o-mini") => json!("openai/gpt-4o-mini-2024-07-18"),
+        _ => model.clone(),
+    }
+}
+
+/// A 400 message when the body is one OpenRouter refuses.
+fn set_guardrail_fields(g: &mut Value, body: &Value) -> Result<(), String> {
+    let Some(fields) = body.as_object() else {
+        return Err("body must be an object".into());
+    };
+    for (k, v) in fields {
+        if !GUARDRAIL_FIELDS.contains(&k.as_str()) {
+            return Err(format!("unknown field {k}"));
+        }
+        let v = match k.as_str() {
+            "allowed_models" => match v.as_array() {
+                Some(a) if a.is_empty() => return Err("allowed_models: at least one".into()),
+                Some(a) => Value::Array(a.iter().map(canonical).collect()),
+                None => v.clone(),
+            },
+            "content_filter_builtins" => Value::Array(
+                v.as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|mut b| {
+                        let label =
+                            format!("[{}]", b["slug"].as_str().unwrap_or("").to_uppercase());
+                        b["label"] = json!(label);
+                        b
+                    })
+                    .collect(),
+            ),
+            _ => v.clone(),
+        };
+        g[k.as_str()] = v;
+    }
+    if !g["limit_usd"].is_null() && g["reset_interval"].is_null() {
+        return Err("limit_usd needs a reset_interval".into());
+    }
+    Ok(())
+}
+
+fn guardrails(st: &mut State, method: &str, path: &str, req: &Request) -> ResponseTemplate {
+    let query = |name: &str| {
+        req.url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let page = |items: Vec<Value>| {
+        let offset: usize = query("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+        let limit: usize = query("limit").and_then(|o| o.parse().ok()).unwrap_or(50);
+        let total = items.len();
+        let data: Vec<Value> = items
+            .into_iter()
+            .skip(offset)
+            .take(limit.min(100))
+            .collect();
+        ResponseTemplate::new(200).set_body_json(json!({"data": data, "total_count": total}))
+    };
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
+    let rest: Vec<&str> = path["/api/v1/guardrails".len()..]
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let assignment = |st: &State, hash: &str, gid: &str| {
+        let name = st
+            .keys
+            .iter()
+            .find(|k| k.data["hash"] == json!(hash))
+            .map(|k| k.data["name"].clone())
+            .unwrap_or(Value::Null);
+        json!({"id": format!("as-{hash}"), "key_hash": hash, "guardrail_id": gid, "key_name": name,
+               "key_label": "sk-or-v1-000...0000", "assigned_by": null, "created_at": "2026-12-01T00:00:00Z"})
+    };
+    match (method, rest.as_slice()) {
+        ("GET", []) => {
+            let ws = query("workspace_id")
+                .map(Value::String)
+                .unwrap_or(Value::Null);
+            let list: Vec<Value> = st
+                .guardrails
+                .iter()
+                .filter(|g| g["workspace_id"] == ws)
+                .cloned()
+                .collect();
+            page(list)
+        }
+        ("POST", []) => {
+            if body["name"].as_str().is_none_or(str::is_empty) {
+                return error(400, "name is required");
+            }
+            st.seq += 1;
+            let mut g = json!({
+                "id": format!("00000000-0000-4000-8000-{:012x}", st.seq), "name": "",
+                "description": null, "allowed_models": null, "allowed_providers": null,
+                "ignored_models": null, "ignored_providers": null, "limit_usd": null,
+                "reset_interval": null, "include_byok_in_budgets": false, "enforce_zdr": null,
+                "content_filter_builtins": null, "content_filters": null,
+                "created_at": chrono::Utc::now().to_rfc3339(), "updated_at": null, "workspace_id": null
+            });
+            if let Err(e) = set_guardrail_fields(&mut g, &body) {
+                return error(400, &e);
+            }
+            st.guardrails.push(g.clone());
+            ResponseTemplate::new(201).set_body_json(json!({ "data": g }))
+        }
+        ("GET", ["assignments", "keys"]) => {
+            let list: Vec<Value> = st
+                .assignments
+                .iter()
+                .map(|(h, g)| assignment(st, h, g))
+                .collect();
+            page(list)
+        }
+        (_, [id, tail @ ..]) => {
+            let Some(i) = st.guardrails.iter().position(|g| g["id"] == json!(id)) else {
+                return error(404, "Guardrail not found");
+            };
+            let id = id.to_string();
+            let hashes: Vec<String> = body["key_hashes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str().map(String::from))
+                .collect();
+            match (method, tail) {
+                ("GET", []) => {
+                    ResponseTemplate::new(200).set_body_json(json!({"data": st.guardrails[i]}))
+                }
+                ("PATCH", []) => {
+                    let mut g = st.guardrails[i].clone();
+                    if let Err(e) = set_guardrail_fields(&mut g, &body) {
+                        return error(400, &e);
+                    }
+                    g["updated_at"] = json!(chrono::Utc::now().to_rfc3339());
+                    st.guardrails[i] = g.clone();
+                    ResponseTemplate::new(200).set_body_json(json!({ "data": g }))
+                }
+                ("DELETE", []) => {
+                    st.guardrails.remove(i);
+                    st.assignments.retain(|(_, g)| *g != id);
+                    ResponseTemplate::new(200).set_body_json(json!({"deleted": true}))
+                }
+                ("GET", ["assignments", "keys"]) => {
+                    let list: Vec<Value> = st
+                        .assignments
+                        .iter()
+                        .filter(|(_, g)| *g == id)
+                        .map(|(h, g)| assignment(st, h, g))
+                        .collect();
+                    page(list)
+                }
+                ("POST", ["assignments", "keys"]) => {
+                    if hashes.is_empty() {
+                        return error(400, "key_hashes: at least one");
+                    }
+                    for h in &hashes {
+                        st.assignments.retain(|(k, _)| k != h);
+                        st.assignments.push((h.clone(), id.clone()));
+                    }
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"assigned_count": hashes.len()}))
+                }
+                ("POST", ["assignments", "keys", "remove"]) => {
+                    let before = st.assignments.len();
+                    st.assignments
+                        .retain(|(k, g)| !(*g == id && hashes.contains(k)));
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"unassigned_count": before - st.assignments.len()}))
+                }
+                _ => error(405, "Method not allowed"),
+            }
+        }
+        _ => error(405, "Method not allowed"),
+    }
+}
+
+/// `POST /analytics/query` over the recorded spend, grouped by the dimensions asked, rows
+/// naming keys by name (as OpenRouter's do) and request counts as strings.
+fn analytics(st: &mut State, req: &Request) -> ResponseTemplate {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
+    let mut wanted: Option<Vec<String>> = None;
+    for f in body["filters"].as_array().into_iter().flatten() {
+        if f["field"] == json!("api_key_id") {
+            let values: Vec<String> = match &f["value"] {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+                Value::String(s) => vec![s.clone()],
+                _ => vec![],
+            };
+            wanted = Some(values);
+        }
+    }
+    let dims: Vec<String> = body["dimensions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(String::from))
+        .collect();
+    let mut groups: Vec<(Vec<Value>, f64, u64)> = Vec::new();
+    for (hash, model, usd, n) in &st.spend {
+        if wanted.as_ref().is_some_and(|w| !w.contains(hash)) {
+            continue;
+        }
+        let name = st
+            .keys
+            .iter()
+            .find(|k| k.data["hash"] == json!(hash))
+            .map(|k| k.data["name"].clone())
+            .unwrap_or(Value::Null);
+        let key: Vec<Value> = dims
+            .iter()
+            .map(|d| match d.as_str() {
+                "api_key_id" => name.clone(),
+                "model" => json!(model),
+                _ => Value::Null,
+            })
+            .collect();
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(g) => {
+                g.1 += usd;
+                g.2 += n;
+            }
+            None => groups.push((key, *usd, *n)),
+        }
+    }
+    let rows: Vec<Value> = groups
+        .into_iter()
+        .map(|(key, usd, n)| {
+            let mut row = serde_json::Map::new();
+            for (d, v) in dims.iter().zip(key) {
+                row.insert(d.clone(), v);
+            }
+            row.insert("total_usage".into(), json!(usd));
+            row.insert("request_count".into(), json!(n.to_string()));
+            Value::Object(row)
+        })
+        .collect();
+    let n = rows.len();
+    ResponseTemplate::new(200).set_body_json(json!({"data": {"data": rows, "metadata":
+        {"query_time_ms": 1, "row_count": n, "truncated": false}, "cachedAt": 1764547200000.0_f64}}))
 }
 
 pub struct Fake {
@@ -493,6 +783,50 @@ impl Fake {
                 )
             })
             .collect()
+    }
+
+    /// The guardrails on the account.
+    pub fn guardrails(&self) -> Vec<Value> {
+        self.state.lock().unwrap().guardrails.clone()
+    }
+
+    /// The id of the guardrail this key holds.
+    pub fn guardrail_of(&self, hash: &str) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .assignments
+            .iter()
+            .find(|(h, _)| h == hash)
+            .map(|(_, g)| g.clone())
+    }
+
+    /// Put a guardrail on the account (one the instructor made), returning its id.
+    pub fn add_guardrail(&self, name: &str) -> String {
+        let mut st = self.state.lock().unwrap();
+        st.seq += 1;
+        let id = format!("11111111-0000-4000-8000-{:012x}", st.seq);
+        st.guardrails
+            .push(json!({"id": id, "name": name, "workspace_id": null,
+            "include_byok_in_budgets": false, "created_at": "2026-11-01T00:00:00Z"}));
+        id
+    }
+
+    pub fn assign(&self, hash: &str, guardrail: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.assignments.retain(|(h, _)| h != hash);
+        st.assignments
+            .push((hash.to_string(), guardrail.to_string()));
+    }
+
+    /// A student spending on a model: what analytics will report.
+    pub fn spend(&self, hash: &str, model: &str, dollars: f64, requests: u64) {
+        self.state.lock().unwrap().spend.push((
+            hash.to_string(),
+            model.to_string(),
+            dollars,
+            requests,
+        ));
     }
 
     pub async fn count(&self, method: &str) -> usize {

@@ -6,6 +6,7 @@ mod common;
 
 mod basics;
 mod fuzz;
+mod guardrail;
 mod hostile;
 mod inputs;
 mod ledger;
