@@ -344,6 +344,10 @@ pub struct ReportArgs {
     /// Also write a self-contained HTML page with charts
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Also show spend and requests per model, from OpenRouter's analytics (needs the
+    /// management key; the rest of the report reads keys.db only)
+    #[arg(long)]
+    pub by_model: bool,
 }
 
 #[derive(Debug, Args)]

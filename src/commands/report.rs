@@ -15,6 +15,7 @@ use crate::cli::ReportArgs;
 use crate::context::Ctx;
 use crate::error::{Exit, input};
 use crate::files::{PLAIN_MODE, write_atomic};
+use crate::report::by_model::{self, ByModel};
 use crate::report::{self, Report, Window, html};
 use crate::store::Store;
 
@@ -25,6 +26,9 @@ a local date-time such as \"2026-11-27 09:00\", a date such as 2026-11-27 (the s
 struct Json<'a> {
     #[serde(flatten)]
     report: &'a Report,
+    /// `by_model`, `models`, `figures_until`, `warnings` (with `--by-model` only).
+    #[serde(flatten)]
+    by_model: Option<&'a ByModel>,
     html: Option<String>,
 }
 
@@ -50,9 +54,19 @@ pub fn run(ctx: &mut Ctx, args: ReportArgs) -> Result<Exit> {
         .usage_history()
         .with_context(|| format!("reading the usage history of {}", args.db.db.display()))?;
     let report = report::build(&keys, &history, Window { since, until });
+    let models = if args.by_model {
+        Some(spend_by_model(ctx, &store, &keys, &history, since, until)?)
+    } else {
+        None
+    };
 
     if let Some(path) = &args.html {
-        let page = html::render(&report, &report::timeline(&history), Utc::now());
+        let page = html::render(
+            &report,
+            &report::timeline(&history),
+            models.as_ref(),
+            Utc::now(),
+        );
         write_atomic(path, PLAIN_MODE, |w: &mut dyn Write| {
             w.write_all(page.as_bytes())?;
             Ok(())
@@ -62,10 +76,19 @@ pub fn run(ctx: &mut Ctx, args: ReportArgs) -> Result<Exit> {
     if ctx.ui.json {
         ctx.ui.json(&Json {
             report: &report,
+            by_model: models.as_ref(),
             html: args.html.as_ref().map(|p| p.display().to_string()),
         })?;
     } else {
         table(ctx, &report);
+        if let Some(m) = &models {
+            model_tables(ctx, m);
+        }
+    }
+    if let Some(m) = &models {
+        for w in &m.warnings {
+            ctx.ui.warn(format!("analytics: {}", crate::ui::clean(w)));
+        }
     }
     if history.is_empty() {
         ctx.ui.note(
@@ -118,6 +141,82 @@ fn table(ctx: &Ctx, report: &Report) {
         t.never_used
     ));
     ctx.ui.say(report::window_line(&report.window));
+}
+
+/// Ask OpenRouter's analytics what the class's keys spent on each model in the window (the
+/// class's whole history without `--since`/`--until`).
+fn spend_by_model(
+    ctx: &mut Ctx,
+    store: &Store,
+    keys: &[crate::store::KeyInfo],
+    history: &[crate::store::UsagePoint],
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<ByModel> {
+    let now = Utc::now();
+    let end = until.unwrap_or(now);
+    let start = since.unwrap_or_else(|| {
+        keys.iter()
+            .filter_map(|k| k.created_at)
+            .chain(history.iter().map(|p| p.at))
+            .min()
+            .unwrap_or(end - chrono::Duration::days(365))
+            .min(end - chrono::Duration::minutes(1))
+    });
+    let queries = by_model::queries(keys, start, end);
+    let client = ctx.client()?.in_workspace(store.meta("workspace")?);
+    let mut answers = Vec::with_capacity(queries.len());
+    for q in queries {
+        let a = client.analytics(&q.body).map_err(|e| {
+            anyhow::Error::new(e).context("asking OpenRouter's analytics for spend per model")
+        })?;
+        answers.push((q, a));
+    }
+    Ok(by_model::collect(keys, &answers, Utc::now()))
+}
+
+fn model_tables(ctx: &Ctx, m: &ByModel) {
+    ctx.ui.say("\nSpend per model (OpenRouter's analytics):");
+    if m.by_model.is_empty() {
+        ctx.ui.say("no spend on any model in the window");
+    } else {
+        let rows = m
+            .by_model
+            .iter()
+            .map(|r| {
+                vec![
+                    r.email.clone(),
+                    r.name.clone(),
+                    r.model.clone(),
+                    report::money(r.spent),
+                    r.requests.to_string(),
+                ]
+            })
+            .collect();
+        ctx.ui
+            .table(&["Email", "Name", "Model", "Spent", "Requests"], rows);
+        let rows = m
+            .models
+            .iter()
+            .map(|t| {
+                vec![
+                    t.model.clone(),
+                    report::money(t.spent),
+                    t.requests.to_string(),
+                    t.students.to_string(),
+                ]
+            })
+            .collect();
+        ctx.ui.say("Class totals per model:");
+        ctx.ui
+            .table(&["Model", "Spent", "Requests", "Students"], rows);
+    }
+    if let Some(t) = m.figures_until {
+        ctx.ui.say(format!(
+            "figures up to {} local (analytics may lag behind the keys' usage by some minutes)",
+            report::local(t)
+        ));
+    }
 }
 
 /// `--since`/`--until`: a date-time, or a file whose name holds its run's local time

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Local, Utc};
 
+use super::by_model::ByModel;
 use super::{Report, StudentReport, limit_text, local, money, percent, window_line};
 
 /// Width of both charts' coordinate systems; the page scales them to its width.
@@ -76,6 +77,7 @@ footer { margin-top: 24px; }
 pub fn render(
     report: &Report,
     timeline: &[(DateTime<Utc>, f64)],
+    models: Option<&ByModel>,
     generated: DateTime<Utc>,
 ) -> String {
     let mut h = String::with_capacity(16_384 + report.students.len() * 1_200);
@@ -136,6 +138,21 @@ pub fn render(
     );
     student_bars(&mut h, &report.students);
     h.push_str("</section>\n");
+
+    if let Some(m) = models {
+        h.push_str("<section>\n<h2>Spend per model, per student</h2>\n");
+        let until = m
+            .figures_until
+            .map(|t| format!(" Figures up to {} (local time).", local(t)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            h,
+            "<p class=\"muted\">From OpenRouter's analytics for the class's keys in the window.{}</p>",
+            escape(&until)
+        );
+        model_bars(&mut h, m);
+        h.push_str("</section>\n");
+    }
 
     h.push_str("<section>\n<h2>Students</h2>\n");
     student_table(&mut h, report);
@@ -414,6 +431,100 @@ fn student_bars(h: &mut String, students: &[StudentReport]) {
     h.push_str("</svg>\n");
 }
 
+/// Colours of the models, in the order of the class's spend on them.
+const MODEL_COLOURS: [&str; 8] = [
+    "#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#9ca3af",
+];
+
+/// One bar per student, stacked by model, with a legend of the models.
+fn model_bars(h: &mut String, m: &ByModel) {
+    if m.by_model.is_empty() {
+        h.push_str("<p>No spend on any model in the window.</p>\n");
+        return;
+    }
+    // The seven models the class spent most on keep their colour; the rest share grey.
+    let colour = |model: &str| {
+        let i = m
+            .models
+            .iter()
+            .position(|t| t.model == model)
+            .unwrap_or(usize::MAX);
+        MODEL_COLOURS[i.min(MODEL_COLOURS.len() - 1)]
+    };
+    h.push_str("<div class=\"legend\">");
+    for (i, t) in m.models.iter().enumerate().take(MODEL_COLOURS.len()) {
+        let label = if i == MODEL_COLOURS.len() - 1 && m.models.len() > MODEL_COLOURS.len() {
+            "other models".to_string()
+        } else {
+            t.model.clone()
+        };
+        let _ = write!(
+            h,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            MODEL_COLOURS[i],
+            escape(&label)
+        );
+    }
+    h.push_str("</div>\n");
+    let mut students: Vec<(&str, &str, Vec<&super::by_model::ModelRow>)> = Vec::new();
+    for r in &m.by_model {
+        match students.iter_mut().find(|(e, _, _)| *e == r.email) {
+            Some(s) => s.2.push(r),
+            None => students.push((&r.email, &r.name, vec![r])),
+        }
+    }
+    let total = |rows: &[&super::by_model::ModelRow]| rows.iter().map(|r| r.spent).sum::<f64>();
+    students.sort_by(|a, b| total(&b.2).total_cmp(&total(&a.2)));
+    let (row, top, label_w, value_w) = (26.0, 8.0, 250.0, 110.0);
+    let height = top * 2.0 + row * students.len() as f64;
+    let scale = students.iter().map(|s| total(&s.2)).fold(0.0, f64::max);
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    let bar_x = label_w + 10.0;
+    let bar_w = W - bar_x - value_w;
+    let _ = writeln!(
+        h,
+        "<svg viewBox=\"0 0 {W} {height}\" role=\"img\" aria-label=\"Spend per model, per student\">"
+    );
+    for (i, (email, name, rows)) in students.iter().enumerate() {
+        let y0 = top + row * i as f64;
+        let mid = y0 + row / 2.0;
+        let who = if name.is_empty() { email } else { name };
+        let _ = writeln!(
+            h,
+            "<text x=\"{label_w}\" y=\"{:.1}\" class=\"label\" text-anchor=\"end\">{}<title>{} &lt;{}&gt;</title></text>",
+            mid + 5.0,
+            escape(&shorten(who, 30)),
+            escape(name),
+            escape(email)
+        );
+        let mut x = bar_x;
+        for r in rows {
+            let w = r.spent.max(0.0) / scale * bar_w;
+            if w <= 0.0 {
+                continue;
+            }
+            let _ = writeln!(
+                h,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"14\" fill=\"{}\"><title>{}: {} ({} requests)</title></rect>",
+                mid - 7.0,
+                colour(&r.model),
+                escape(&r.model),
+                escape(&money(r.spent)),
+                r.requests
+            );
+            x += w;
+        }
+        let _ = writeln!(
+            h,
+            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"value\">{}</text>",
+            bar_x + bar_w + 12.0,
+            mid + 5.0,
+            escape(&money(total(rows)))
+        );
+    }
+    h.push_str("</svg>\n");
+}
+
 /// The same figures as the terminal's table.
 fn student_table(h: &mut String, report: &Report) {
     h.push_str(
@@ -590,7 +701,7 @@ mod tests {
     #[test]
     fn one_page_with_two_charts_and_nothing_to_fetch_or_run() {
         let (report, line) = sample("Ada");
-        let page = render(&report, &line, Utc::now());
+        let page = render(&report, &line, None, Utc::now());
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("<svg").count(), 2);
         assert_eq!(page.matches("</svg>").count(), 2);
@@ -608,7 +719,7 @@ mod tests {
     #[test]
     fn names_are_text_not_markup() {
         let (report, line) = sample("<b>Al & \"Bo\"</b> O'Neil");
-        let page = render(&report, &line, Utc::now());
+        let page = render(&report, &line, None, Utc::now());
         assert!(!page.contains("<b>Al"));
         assert!(page.contains("&lt;b&gt;Al &amp; &quot;Bo&quot;&lt;/b&gt; O&#39;Neil"));
     }
@@ -616,7 +727,7 @@ mod tests {
     #[test]
     fn empty_class_still_renders() {
         let report = build(&[], &[], Window::default());
-        let page = render(&report, &[], Utc::now());
+        let page = render(&report, &[], None, Utc::now());
         assert!(page.contains("No checks recorded yet"));
         assert!(page.contains("No keys in keys.db yet"));
     }

@@ -35,6 +35,7 @@
 //!   the run that wrote it, so it converts back to the run's exact instant on the same machine
 //!   (or one in the same time zone); two runs in one second share one instant.
 
+pub mod by_model;
 pub mod html;
 
 use std::collections::BTreeMap;

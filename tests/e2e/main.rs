@@ -13,6 +13,7 @@ mod ledger;
 mod lifecycle;
 mod lms;
 mod migrate;
+mod models;
 mod polish;
 mod report;
 mod safety;
