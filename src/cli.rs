@@ -557,6 +557,9 @@ pub struct SpendArgs {
     /// Dollars to add to the key's usage
     #[arg(long, value_name = "DOLLARS")]
     pub amount: f64,
+    /// The model spent on (what `report --by-model` shows; the key's guardrail may refuse it)
+    #[arg(long, value_name = "MODEL", default_value = crate::sandbox::DEFAULT_MODEL)]
+    pub model: String,
     #[command(flatten)]
     pub roster: RosterArgs,
     #[command(flatten)]

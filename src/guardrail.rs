@@ -228,8 +228,38 @@ pub fn body(spec: &GuardrailSpec, fields: &[&str]) -> Map<String, Value> {
 
 /// The settings the file gives that the account's guardrail does not hold.
 pub fn differences(spec: &GuardrailSpec, g: &Guardrail, learned: &Learned) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    for field in fields(spec) {
+    fields(spec)
+        .into_iter()
+        .filter_map(|field| {
+            let (same, old, new) = compare(spec, g, learned, field)?;
+            (!same).then_some(FieldChange { field, old, new })
+        })
+        .collect()
+}
+
+/// Every setting the file gives, as a new guardrail gets it.
+pub fn settings(spec: &GuardrailSpec) -> Vec<FieldChange> {
+    fields(spec)
+        .into_iter()
+        .filter_map(|field| {
+            let (_, _, new) = compare(spec, &Guardrail::default(), &Learned::default(), field)?;
+            Some(FieldChange {
+                field,
+                old: "-".into(),
+                new,
+            })
+        })
+        .collect()
+}
+
+/// One setting: whether the account's guardrail holds it, its value there, the file's.
+fn compare(
+    spec: &GuardrailSpec,
+    g: &Guardrail,
+    learned: &Learned,
+    field: &'static str,
+) -> Option<(bool, String, String)> {
+    {
         let (same, old, new) = match field {
             "models" => {
                 let want = spec.models.as_deref().unwrap_or_default();
@@ -248,7 +278,7 @@ pub fn differences(spec: &GuardrailSpec, g: &Guardrail, learned: &Learned) -> Ve
                 (same, list_text(have), list_text(Some(want)))
             }
             "daily_limit" | "weekly_limit" | "monthly_limit" => {
-                let Some(budget) = spec.budget else { continue };
+                let budget = spec.budget?;
                 let have_interval = g.reset_interval.as_deref().and_then(Interval::parse);
                 let same = g.limit_usd.is_some()
                     && same_money(g.limit_usd, Some(budget.dollars))
@@ -335,13 +365,10 @@ pub fn differences(spec: &GuardrailSpec, g: &Guardrail, learned: &Learned) -> Ve
                 };
                 (have == want, old, new)
             }
-            _ => continue,
+            _ => return None,
         };
-        if !same {
-            out.push(FieldChange { field, old, new });
-        }
+        Some((same, old, new))
     }
-    out
 }
 
 /// A setting's text in the output and the changelog.
@@ -403,8 +430,7 @@ pub fn same_model(file: &str, account: &str) -> bool {
 
 /// A guardrail's settings in one line (the changelog row of a create).
 pub fn summary(spec: &GuardrailSpec) -> String {
-    let empty = Guardrail::default();
-    let parts: Vec<String> = differences(spec, &empty, &Learned::default())
+    let parts: Vec<String> = settings(spec)
         .into_iter()
         .map(|c| format!("{}: {}", c.field, c.new))
         .collect();
@@ -603,9 +629,7 @@ pub fn sync(
         },
         changes: match &plan.step {
             Step::Patch { changes, .. } => changes.clone(),
-            Step::Create { .. } => spec.map_or_else(Vec::new, |s| {
-                differences(s, &Guardrail::default(), &Learned::default())
-            }),
+            Step::Create { .. } => spec.map_or_else(Vec::new, settings),
             _ => vec![],
         },
         assigned: plan.assign.clone(),
@@ -735,7 +759,11 @@ pub fn tell(ctx: &Ctx, s: &Synced, dry_run: bool) {
         _ => {}
     }
     for c in &s.changes {
-        ctx.ui.say(format!("  {}: {} → {}", c.field, c.old, c.new));
+        if s.action == "created" {
+            ctx.ui.say(format!("  {}: {}", c.field, c.new));
+        } else {
+            ctx.ui.say(format!("  {}: {} → {}", c.field, c.old, c.new));
+        }
     }
     for h in s.moved() {
         ctx.ui.warn(format!(

@@ -114,7 +114,7 @@ pub fn run(ctx: &mut Ctx, args: CheckArgs) -> Result<Exit> {
     let guarded = crate::guardrail::holders(&class)?;
     if config.guardrail.is_some() && guarded.is_none() {
         ctx.ui.note(format!(
-            "{} asks for a class guardrail that the account does not have yet: run `classkeys update`",
+            "{} asks for a class guardrail that the account does not have yet: `classkeys provision` or `classkeys update` makes it",
             config.shown()
         ));
     }

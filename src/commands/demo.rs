@@ -30,15 +30,37 @@ kim.lee2@example.edu,Kim Lee,
 donald.knuth@example.edu,Donald Knuth,
 ";
 
+/// The class's settings: a guardrail that keeps the class to two inexpensive models, keeps
+/// prompts out of training and logs, and redacts personal data.
+const SETTINGS: &str = "\
+[guardrail]
+models = [\"openai/gpt-4o-mini\", \"google/gemini-2.5-flash\"]
+daily_limit = 3.00
+zero_data_retention = true
+training = false
+redact = [\"email\", \"phone\", \"person-name\"]
+";
+
 /// The student whose limit the demo raises after she runs into it.
 const RAISED: &str = "ada.lovelace@example.edu";
 
-/// (email, dollars): a class's worth of spending, one student past her limit.
-const SPENDS: [(&str, &str); 4] = [
-    (RAISED, "2.50"),
-    ("alan.turing@example.edu", "0.40"),
-    ("grace.hopper@example.edu", "1.25"),
-    ("kim.lee2@example.edu", "0.05"),
+/// (email, dollars, model): a class's worth of spending, one student past her limit, one
+/// trying a model the guardrail does not allow.
+const SPENDS: [(&str, &str, &str); 6] = [
+    (RAISED, "2.50", "openai/gpt-4o-mini"),
+    ("alan.turing@example.edu", "0.40", "openai/gpt-4o-mini"),
+    (
+        "alan.turing@example.edu",
+        "0.30",
+        "anthropic/claude-opus-4.5",
+    ),
+    (
+        "grace.hopper@example.edu",
+        "0.75",
+        "google/gemini-2.5-flash",
+    ),
+    ("grace.hopper@example.edu", "0.50", "openai/gpt-4o-mini"),
+    ("kim.lee2@example.edu", "0.05", "google/gemini-2.5-flash"),
 ];
 
 pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
@@ -75,17 +97,29 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
         Ok(())
     })?;
     print!("{ROSTER}");
+    out.say("$ cat > classkeys.toml  # what students may use: two models, no training, personal data redacted");
+    write_atomic(
+        Path::new(crate::files::config::FILE),
+        PLAIN_MODE,
+        |w: &mut dyn Write| {
+            w.write_all(SETTINGS.as_bytes())?;
+            Ok(())
+        },
+    )?;
+    print!("{SETTINGS}");
     out.blank();
 
     out.step(&["init-db"], "create keys.db, the class's history")?;
     out.step(&["check"], "look at the account before handing out keys")?;
     out.step(
         &["provision", "--limit", "2"],
-        "one key per student, $2 each (Grace's roster row says $5)",
+        "the class guardrail, then one key per student, $2 each (Grace's roster row says $5)",
     )?;
-    for (email, amount) in SPENDS {
+    for (email, amount, model) in SPENDS {
         out.step(
-            &["sandbox", "spend", "--email", email, "--amount", amount],
+            &[
+                "sandbox", "spend", "--email", email, "--amount", amount, "--model", model,
+            ],
             "in class: a student uses the key (only the sandbox can pretend this)",
         )?;
     }
@@ -98,8 +132,10 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
     out.blank();
     out.step(&["update"], "apply limits.csv's targets to the keys")?;
 
-    out.say("$ classkeys --sandbox report --html report.html    # usage over the class, as a page");
-    let report = out.run(&["report", "--html", "report.html"]);
+    out.say(
+        "$ classkeys --sandbox report --by-model --html report.html    # usage over the class and per model, as a page",
+    );
+    let report = out.run(&["report", "--by-model", "--html", "report.html"]);
     let report_written = match report {
         Ok(_) => Path::new("report.html").exists(),
         Err(e) if format!("{e:#}").contains("not built yet") => {
@@ -126,6 +162,10 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> Result<Exit> {
         (
             "limits.csv".to_string(),
             "targets you edit, actuals classkeys writes",
+        ),
+        (
+            crate::files::config::FILE.to_string(),
+            "the class's settings: the guardrail every key holds",
         ),
     ];
     for (prefix, what) in [

@@ -153,8 +153,9 @@ fn spend_by_model(
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 ) -> Result<ByModel> {
-    let now = Utc::now();
-    let end = until.unwrap_or(now);
+    // The query's times are whole seconds: "now" rounds up, so that what was spent this very
+    // second counts.
+    let end = until.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1));
     let start = since.unwrap_or_else(|| {
         keys.iter()
             .filter_map(|k| k.created_at)

@@ -37,6 +37,7 @@ struct SpendJson {
     email: String,
     key_name: String,
     hash: String,
+    model: String,
     requested: f64,
     added: f64,
     stopped: Option<String>,
@@ -91,7 +92,7 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
             ))
         })?;
         account
-            .spend(&hash, args.amount, now)
+            .spend(&hash, args.amount, args.model.trim(), now)
             .context("the key vanished while spending")
     })?;
     drop(store);
@@ -102,6 +103,7 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
             email: args.email,
             key_name: key.name.clone(),
             hash: key.hash.clone(),
+            model: args.model.trim().to_string(),
             requested: args.amount,
             added: outcome.added,
             stopped: outcome.stopped,
@@ -113,10 +115,11 @@ fn spend(ctx: &mut Ctx, args: SpendArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     ctx.ui.say(format!(
-        "{}{} spent ${:.2} with key {}: usage now ${:.2} of {}",
+        "{}{} spent ${:.2} on {} with key {}: usage now ${:.2} of {}",
         sandbox_tag(ctx),
         args.email,
         outcome.added,
+        args.model.trim(),
         key.name,
         key.usage(),
         limit_text(key.limit)

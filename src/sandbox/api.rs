@@ -44,7 +44,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn json(status: u16, body: Value) -> Answer {
+    pub(super) fn json(status: u16, body: Value) -> Answer {
         Answer {
             status,
             body: body.to_string(),
@@ -96,9 +96,25 @@ pub fn handle(
     };
     match (method, route) {
         ("GET", "/keys") => (
-            list(account, query("offset"), query("include_disabled"), now),
+            list(
+                account,
+                query("offset"),
+                query("include_disabled"),
+                query("workspace_id"),
+                now,
+            ),
             false,
         ),
+        (_, r) if r.starts_with("/guardrails") => {
+            super::guardrails::guardrails(account, method, r, &query, body, now)
+        }
+        ("POST", "/analytics/query") => (super::guardrails::analytics(account, body), false),
+        ("GET", r) if r.starts_with("/workspaces/") && !r["/workspaces/".len()..].contains('/') => {
+            (
+                super::guardrails::workspace(&r["/workspaces/".len()..]),
+                false,
+            )
+        }
         ("POST", "/keys") => create(account, body, now),
         ("GET", "/credits") => {
             let (total, used) = account.credits();
@@ -118,6 +134,7 @@ fn list(
     account: &Account,
     offset: Option<String>,
     include_disabled: Option<String>,
+    workspace: Option<String>,
     now: DateTime<Utc>,
 ) -> Answer {
     let offset = match offset.as_deref().map(str::parse::<usize>) {
@@ -131,7 +148,12 @@ fn list(
         Some(_) => return Answer::error(400, "include_disabled must be true or false"),
     };
     let page: Vec<_> = account
-        .page(offset, include_disabled, PAGE_SIZE)
+        .page(
+            offset,
+            include_disabled,
+            PAGE_SIZE,
+            super::guardrails::workspace_of(workspace.as_deref()),
+        )
         .into_iter()
         .map(|k| k.view(now))
         .collect();
@@ -159,6 +181,11 @@ fn create(account: &mut Account, body: &[u8], now: DateTime<Utc>) -> (Answer, bo
             limit_reset: limit_reset(&fields)?.unwrap_or(None),
             include_byok_in_limit: flag(&fields, "include_byok_in_limit")?.unwrap_or(false),
             expires_at: expires_at(&fields)?,
+            workspace_id: fields
+                .get("workspace_id")
+                .and_then(Value::as_str)
+                .and_then(|w| super::guardrails::workspace_of(Some(w)))
+                .map(String::from),
         })
     })();
     let new = match checked {
@@ -250,7 +277,7 @@ fn patch(account: &mut Account, hash: &str, body: &[u8], now: DateTime<Utc>) -> 
 }
 
 /// The body as a JSON object with only the fields the spec allows.
-fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, Answer> {
+pub(super) fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, Answer> {
     let fields = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(o)) => o,
         Ok(_) => return Err(Answer::error(400, "The request body must be a JSON object")),
@@ -574,7 +601,7 @@ mod tests {
     fn credits_and_auth() {
         let mut acc = Account::default();
         let h = create_n(&mut acc, 1).remove(0);
-        acc.spend(&h, 0.75, Utc::now());
+        acc.spend(&h, 0.75, "openai/gpt-4o-mini", Utc::now());
         let (s, v) = call(&mut acc, "GET", "/api/v1/credits", Value::Null);
         assert_eq!(
             (s, v),
@@ -597,5 +624,140 @@ mod tests {
             body,
             json!({"error": {"code": 401, "message": "Missing Authentication header"}})
         );
+    }
+
+    #[test]
+    fn guardrails_are_made_assigned_one_a_key_enforced_and_deleted() {
+        let mut acc = Account::default();
+        let keys = create_n(&mut acc, 2);
+        let (st, bad) = call(
+            &mut acc,
+            "POST",
+            "/api/v1/guardrails",
+            json!({"name": "g", "limit_usd": 1.0}),
+        );
+        assert_eq!((st, bad["error"]["code"].clone()), (400, json!(400)));
+        let (st, g) = call(
+            &mut acc,
+            "POST",
+            "/api/v1/guardrails",
+            json!({"name": "g", "allowed_models": ["openai/gpt-4o-mini"], "limit_usd": 0.5,
+                   "reset_interval": "daily", "content_filter_builtins": [{"slug": "email", "action": "redact"}]}),
+        );
+        assert_eq!(st, 201, "{g}");
+        let id = g["data"]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            g["data"]["content_filter_builtins"][0]["label"],
+            json!("[EMAIL]")
+        );
+        let (_, other) = call(
+            &mut acc,
+            "POST",
+            "/api/v1/guardrails",
+            json!({"name": "other"}),
+        );
+        let other = other["data"]["id"].as_str().unwrap().to_string();
+        let assign = |acc: &mut Account, id: &str, hashes: &[String]| {
+            call(
+                acc,
+                "POST",
+                &format!("/api/v1/guardrails/{id}/assignments/keys"),
+                json!({ "key_hashes": hashes }),
+            )
+        };
+        assert_eq!(assign(&mut acc, &other, &keys).0, 200);
+        // Assigning replaces what a key held.
+        let (_, n) = assign(&mut acc, &id, &keys[..1]);
+        assert_eq!(n, json!({"assigned_count": 1}));
+        let (_, all) = call(
+            &mut acc,
+            "GET",
+            "/api/v1/guardrails/assignments/keys",
+            Value::Null,
+        );
+        assert_eq!(all["total_count"], json!(2));
+        let (_, mine) = call(
+            &mut acc,
+            "GET",
+            &format!("/api/v1/guardrails/{id}/assignments/keys"),
+            Value::Null,
+        );
+        assert_eq!(mine["data"][0]["key_hash"], json!(keys[0]));
+        // The guardrail refuses other models and caps spend at its budget.
+        let now = Utc::now();
+        let out = acc.spend(&keys[0], 1.0, "openai/gpt-4o", now).unwrap();
+        assert_eq!(out.added, 0.0);
+        assert!(
+            out.stopped
+                .unwrap()
+                .contains("does not allow openai/gpt-4o")
+        );
+        let out = acc
+            .spend(&keys[0], 2.0, "openai/gpt-4o-mini-2024-07-18", now)
+            .unwrap();
+        assert_eq!(out.added, 0.5);
+        assert!(out.stopped.unwrap().contains("guardrail's budget"));
+        // Analytics reports it per key name and model.
+        acc.spend(&keys[1], 0.25, "google/gemini-2.5-flash", now)
+            .unwrap();
+        let (st, a) = call(
+            &mut acc,
+            "POST",
+            "/api/v1/analytics/query",
+            json!({"metrics": ["total_usage", "request_count"], "dimensions": ["api_key_id", "model"],
+                   "filters": [{"field": "api_key_id", "operator": "in", "value": [keys[1]]}]}),
+        );
+        assert_eq!(st, 200, "{a}");
+        let name = acc.find(&keys[1]).unwrap().name.clone();
+        assert_eq!(
+            a["data"]["data"],
+            json!([{"api_key_id": name, "model": "google/gemini-2.5-flash", "total_usage": 0.25, "request_count": 1}])
+        );
+        // Deleting the guardrail frees its keys.
+        let (st, _) = call(
+            &mut acc,
+            "DELETE",
+            &format!("/api/v1/guardrails/{id}"),
+            Value::Null,
+        );
+        assert_eq!(st, 200);
+        assert_eq!(acc.find(&keys[0]).unwrap().guardrail, None);
+        let (st, _) = call(
+            &mut acc,
+            "GET",
+            &format!("/api/v1/guardrails/{id}"),
+            Value::Null,
+        );
+        assert_eq!(st, 404);
+    }
+
+    #[test]
+    fn workspaces_resolve_by_slug_and_keep_their_keys_apart() {
+        let mut acc = Account::default();
+        let (_, w) = call(&mut acc, "GET", "/api/v1/workspaces/cs101", Value::Null);
+        let id = w["data"]["id"].as_str().unwrap().to_string();
+        let (_, again) = call(
+            &mut acc,
+            "GET",
+            &format!("/api/v1/workspaces/{id}"),
+            Value::Null,
+        );
+        assert_eq!(again["data"]["id"], json!(id));
+        let (st, _) = call(
+            &mut acc,
+            "POST",
+            "/api/v1/keys",
+            json!({"name": "k", "limit": 1.0, "workspace_id": id}),
+        );
+        assert_eq!(st, 201);
+        let (_, plain) = call(&mut acc, "GET", "/api/v1/keys", Value::Null);
+        assert_eq!(plain["data"], json!([]));
+        let (_, there) = call(
+            &mut acc,
+            "GET",
+            &format!("/api/v1/keys?workspace_id={id}"),
+            Value::Null,
+        );
+        assert_eq!(there["data"][0]["workspace_id"], json!(id));
     }
 }

@@ -8,6 +8,7 @@
 //! so consecutive commands see the same account without rewriting the file on every request.
 
 mod api;
+mod guardrails;
 mod server;
 mod state;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 pub use api::Auth;
-pub use state::{Account, SandboxKey, SpendOutcome};
+pub use state::{Account, DEFAULT_MODEL, SandboxKey, SpendOutcome};
 
 use server::Shared;
 
@@ -219,7 +220,7 @@ mod tests {
         let c = client(&emu.base_url(), TOKEN);
         let k = c.create_key(&new_key("a")).unwrap();
         let out = update_account(&file, |a| {
-            Ok(a.spend(&k.data.hash, 0.5, chrono::Utc::now()))
+            Ok(a.spend(&k.data.hash, 0.5, "openai/gpt-4o-mini", chrono::Utc::now()))
         })
         .unwrap()
         .unwrap();

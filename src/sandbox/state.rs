@@ -20,7 +20,7 @@ pub const DEFAULT_CREDITS: f64 = 100.0;
 const FORMAT: u32 = 1;
 /// Shown as `creator_user_id` and `workspace_id`: fields the spec requires, meaningless here.
 const SANDBOX_USER: &str = "user_classkeys_sandbox";
-const SANDBOX_WORKSPACE: &str = "00000000-0000-4000-8000-000000000000";
+pub const SANDBOX_WORKSPACE: &str = "00000000-0000-4000-8000-000000000000";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Account {
@@ -32,6 +32,9 @@ pub struct Account {
     /// Oldest first (the API lists them newest first).
     #[serde(default)]
     pub keys: Vec<SandboxKey>,
+    /// Guardrails, oldest first, each as the API shows it.
+    #[serde(default)]
+    pub guardrails: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,12 +54,30 @@ pub struct SandboxKey {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub spends: Vec<Spend>,
+    /// `None`: the default workspace.
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    /// The guardrail the key holds (its id).
+    #[serde(default)]
+    pub guardrail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Spend {
     pub at: DateTime<Utc>,
     pub amount: f64,
+    /// `None` in files written before models were recorded: the default model.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// What `sandbox spend` spends on when no model is named.
+pub const DEFAULT_MODEL: &str = "openai/gpt-4o-mini";
+
+impl Spend {
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
+    }
 }
 
 /// A key as the API shows it: every field of the spec's Key schema, never the secret.
@@ -82,7 +103,7 @@ pub struct KeyView<'a> {
     pub updated_at: Option<&'a str>,
     pub expires_at: Option<&'a str>,
     pub creator_user_id: &'static str,
-    pub workspace_id: &'static str,
+    pub workspace_id: &'a str,
 }
 
 /// A create, already checked.
@@ -93,6 +114,7 @@ pub struct NewKey {
     pub limit_reset: Option<String>,
     pub include_byok_in_limit: bool,
     pub expires_at: Option<String>,
+    pub workspace_id: Option<String>,
 }
 
 /// What a simulated spend came to.
@@ -111,6 +133,7 @@ impl Default for Account {
             total_credits: DEFAULT_CREDITS,
             deleted_usage: 0.0,
             keys: Vec::new(),
+            guardrails: Vec::new(),
         }
     }
 }
@@ -161,12 +184,19 @@ impl Account {
         Account::write(path, &self.to_json()?)
     }
 
-    /// One page of keys, newest first.
-    pub fn page(&self, offset: usize, include_disabled: bool, size: usize) -> Vec<&SandboxKey> {
+    /// One page of one workspace's keys (`None`: the default one), newest first.
+    pub fn page(
+        &self,
+        offset: usize,
+        include_disabled: bool,
+        size: usize,
+        workspace: Option<&str>,
+    ) -> Vec<&SandboxKey> {
         self.keys
             .iter()
             .rev()
             .filter(|k| include_disabled || !k.disabled)
+            .filter(|k| k.workspace_id.as_deref() == workspace)
             .skip(offset)
             .take(size)
             .collect()
@@ -193,6 +223,8 @@ impl Account {
             updated_at: None,
             expires_at: new.expires_at,
             spends: Vec::new(),
+            workspace_id: new.workspace_id,
+            guardrail: None,
         };
         self.keys.push(key);
         let last = self.keys.len() - 1;
@@ -219,9 +251,24 @@ impl Account {
 
     /// Add usage to a key as if its student had spent `amount`: a real key stops at its limit,
     /// and a disabled or expired key spends nothing.
-    pub fn spend(&mut self, hash: &str, amount: f64, now: DateTime<Utc>) -> Option<SpendOutcome> {
+    pub fn spend(
+        &mut self,
+        hash: &str,
+        amount: f64,
+        model: &str,
+        now: DateTime<Utc>,
+    ) -> Option<SpendOutcome> {
+        let guardrail = self
+            .find(hash)?
+            .guardrail
+            .as_ref()
+            .and_then(|id| self.guardrails.iter().find(|g| g["id"] == *id.as_str()))
+            .cloned();
         let key = self.find_mut(hash)?;
-        let (added, stopped) = if key.disabled {
+        let refused = guardrail.as_ref().and_then(|g| refusal(g, model));
+        let (added, stopped) = if let Some(why) = refused {
+            (0.0, Some(why))
+        } else if key.disabled {
             (
                 0.0,
                 Some("the key is disabled: a disabled key cannot spend".to_string()),
@@ -243,11 +290,22 @@ impl Account {
                 _ => (amount, None),
             }
         };
+        // The guardrail's budget applies too: the lower one wins.
+        let (added, stopped) = match guardrail.as_ref().and_then(|g| budget_left(g, key, now)) {
+            Some((left, limit)) if added > left + 1e-12 => (
+                left,
+                Some(format!(
+                    "capped at the guardrail's budget of ${limit:.2}: a real key stops there"
+                )),
+            ),
+            _ => (added, stopped),
+        };
         let added = money(added);
         if added > 0.0 {
             key.spends.push(Spend {
                 at: now,
                 amount: added,
+                model: Some(model.to_string()),
             });
         }
         Some(SpendOutcome {
@@ -258,12 +316,45 @@ impl Account {
     }
 }
 
+/// Why the key's guardrail refuses a request to this model, if it does.
+fn refusal(g: &serde_json::Map<String, serde_json::Value>, model: &str) -> Option<String> {
+    let allowed = g.get("allowed_models")?.as_array()?;
+    let ok = allowed
+        .iter()
+        .filter_map(|m| m.as_str())
+        .any(|m| crate::guardrail::same_model(m, model) || crate::guardrail::same_model(model, m));
+    (!ok).then(|| {
+        format!(
+            "the key's guardrail does not allow {model} (it allows {}): OpenRouter refuses the request",
+            allowed
+                .iter()
+                .filter_map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+/// What the guardrail's budget leaves the key in this period, and the budget.
+fn budget_left(
+    g: &serde_json::Map<String, serde_json::Value>,
+    key: &SandboxKey,
+    now: DateTime<Utc>,
+) -> Option<(f64, f64)> {
+    let limit = g.get("limit_usd")?.as_f64()?;
+    let period = g.get("reset_interval")?.as_str()?;
+    Some((
+        money((limit - key.usage_since(period_start(period, now))).max(0.0)),
+        limit,
+    ))
+}
+
 impl SandboxKey {
     pub fn usage(&self) -> f64 {
         money(self.spends.iter().map(|s| s.amount).sum())
     }
 
-    fn usage_since(&self, since: DateTime<Utc>) -> f64 {
+    pub fn usage_since(&self, since: DateTime<Utc>) -> f64 {
         money(
             self.spends
                 .iter()
@@ -324,13 +415,13 @@ impl SandboxKey {
             updated_at: self.updated_at.as_deref(),
             expires_at: self.expires_at.as_deref(),
             creator_user_id: SANDBOX_USER,
-            workspace_id: SANDBOX_WORKSPACE,
+            workspace_id: self.workspace_id.as_deref().unwrap_or(SANDBOX_WORKSPACE),
         }
     }
 }
 
 /// Midnight UTC of today, of this week's Monday, or of the month's first day.
-fn period_start(period: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+pub fn period_start(period: &str, now: DateTime<Utc>) -> DateTime<Utc> {
     let today = now.date_naive();
     let day = match period {
         "weekly" => today - Duration::days(i64::from(today.weekday().num_days_from_monday())),
@@ -352,7 +443,7 @@ fn money(v: f64) -> f64 {
 }
 
 /// 64 hex digits: a key's hash, or the random part of its secret.
-fn random_hex() -> String {
+pub(super) fn random_hex() -> String {
     (0..4)
         .map(|_| format!("{:016x}", fastrand::u64(..)))
         .collect()
@@ -369,6 +460,7 @@ mod tests {
             limit_reset: reset.map(String::from),
             include_byok_in_limit: false,
             expires_at: None,
+            workspace_id: None,
         }
     }
 
@@ -382,10 +474,10 @@ mod tests {
             .create(new("20260302_Ada", Some(2.0), None), monday)
             .hash
             .clone();
-        let out = acc.spend(&h, 0.1, monday).unwrap();
+        let out = acc.spend(&h, 0.1, "openai/gpt-4o-mini", monday).unwrap();
         assert_eq!((out.added, out.stopped.is_none()), (0.1, true));
-        acc.spend(&h, 0.2, monday).unwrap();
-        let out = acc.spend(&h, 5.0, monday).unwrap();
+        acc.spend(&h, 0.2, "openai/gpt-4o-mini", monday).unwrap();
+        let out = acc.spend(&h, 5.0, "openai/gpt-4o-mini", monday).unwrap();
         assert_eq!(out.added, 1.7);
         assert!(out.stopped.unwrap().contains("capped"));
         let k = acc.find(&h).unwrap();
@@ -396,7 +488,7 @@ mod tests {
             .create(new("20260302_Bob", Some(1.0), Some("daily")), monday)
             .hash
             .clone();
-        acc.spend(&d, 1.0, monday).unwrap();
+        acc.spend(&d, 1.0, "openai/gpt-4o-mini", monday).unwrap();
         let tuesday = monday + Duration::days(1);
         let v = acc.find(&d).unwrap().view(tuesday);
         assert_eq!((v.usage, v.usage_daily, v.usage_weekly), (1.0, 0.0, 1.0));
@@ -405,8 +497,16 @@ mod tests {
         assert_eq!(acc.find(&d).unwrap().view(next_week).usage_weekly, 0.0);
 
         acc.find_mut(&d).unwrap().disabled = true;
-        assert_eq!(acc.spend(&d, 0.5, tuesday).unwrap().added, 0.0);
-        assert!(acc.spend("nope", 1.0, monday).is_none());
+        assert_eq!(
+            acc.spend(&d, 0.5, "openai/gpt-4o-mini", tuesday)
+                .unwrap()
+                .added,
+            0.0
+        );
+        assert!(
+            acc.spend("nope", 1.0, "openai/gpt-4o-mini", monday)
+                .is_none()
+        );
         assert_eq!(acc.credits(), (100.0, 3.0));
         assert!(acc.delete(&h));
         assert!(!acc.delete(&h));
@@ -439,7 +539,8 @@ mod tests {
             .create(new("a", Some(1.5), None), Utc::now())
             .hash
             .clone();
-        acc.spend(&h, 0.25, Utc::now()).unwrap();
+        acc.spend(&h, 0.25, "openai/gpt-4o-mini", Utc::now())
+            .unwrap();
         acc.save(&path).unwrap();
         assert_eq!(Account::load(&path).unwrap(), acc);
         use std::os::unix::fs::PermissionsExt;

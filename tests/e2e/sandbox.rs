@@ -482,13 +482,22 @@ fn demo_rehearses_a_class_in_a_new_folder() {
         "$ classkeys --sandbox provision --limit 2",
         "$ classkeys --sandbox sandbox spend --email",
         "$ classkeys --sandbox update",
-        "$ classkeys --sandbox report --html report.html",
+        "$ classkeys --sandbox report --by-model --html report.html",
+        "$ cat > classkeys.toml",
+        "Class totals per model",
+        "does not allow anthropic/claude-opus-4.5",
         "SANDBOX",
     ] {
         assert!(text.contains(step), "missing {step:?} in:\n{text}");
     }
     let dir = parent.path().join("rehearsal");
-    for file in ["roster.csv", "keys.db", "limits.csv", "sandbox.json"] {
+    for file in [
+        "roster.csv",
+        "keys.db",
+        "limits.csv",
+        "sandbox.json",
+        "classkeys.toml",
+    ] {
         assert!(dir.join(file).exists(), "{file}");
     }
     let names: Vec<String> = std::fs::read_dir(&dir)
@@ -508,6 +517,18 @@ fn demo_rehearses_a_class_in_a_new_folder() {
     let acc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json")).unwrap()).unwrap();
     assert_eq!(acc["keys"].as_array().unwrap().len(), roster.len());
+    // Every key holds the class guardrail the file asked for.
+    let guardrails = acc["guardrails"].as_array().unwrap();
+    assert_eq!(guardrails.len(), 1, "{acc}");
+    let id = &guardrails[0]["id"];
+    assert!(
+        acc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["guardrail"] == *id),
+        "{acc}"
+    );
     // The limits edit reached the account: one key now has $5 besides the roster's own $5.
     let fives = acc["keys"]
         .as_array()
@@ -622,4 +643,129 @@ fn serve_answers_another_process_with_any_key_and_saves() {
     }
     assert_eq!(mode(&state), 0o600);
     assert!(!class.path("sandbox.json").exists());
+}
+
+/// Issue 12 in the sandbox, one process per command: a workspace, pseudonymous names, the
+/// class guardrail enforced on spend, spend per model from the emulated analytics.
+#[test]
+fn guardrails_models_pseudonyms_and_a_workspace_across_separate_runs() {
+    let class = Class::new(
+        "email,name\nada@uni.edu,Ada Lovelace\nkim1@uni.edu,Kim Lee\nkim2@uni.edu,Kim Lee\n",
+    );
+    class.write(
+        "classkeys.toml",
+        "[guardrail]\nmodels = [\"openai/gpt-4o-mini\"]\nweekly_limit = 1.50\ntraining = false\n",
+    );
+    ok({
+        let mut c = sb(class.dir.path());
+        c.args([
+            "init-db",
+            "--key-names",
+            "pseudonymous",
+            "--workspace",
+            "cs101",
+        ]);
+        c
+    });
+    ok({
+        let mut c = sb(class.dir.path());
+        c.args(["provision", "--limit", "2"]);
+        c
+    });
+    let acc = account(&class);
+    let guardrails = acc["guardrails"].as_array().unwrap();
+    assert_eq!(guardrails.len(), 1, "{acc}");
+    let ws = guardrails[0]["workspace_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        guardrails[0]["enable_paid_model_training"],
+        Value::Bool(false)
+    );
+    for k in acc["keys"].as_array().unwrap() {
+        assert_eq!(k["workspace_id"], Value::String(ws.clone()), "{k}");
+        assert_eq!(k["guardrail"], guardrails[0]["id"], "{k}");
+        let name = k["name"].as_str().unwrap();
+        assert!(!name.contains("Kim") && !name.contains("Ada"), "{name}");
+    }
+    // The guardrail refuses a model it does not allow, and caps spend at its budget.
+    let spend = |email: &str, amount: &str, model: &str| -> Value {
+        let out = ok({
+            let mut c = sb(class.dir.path());
+            c.args([
+                "--json", "sandbox", "spend", "--email", email, "--amount", amount, "--model",
+                model,
+            ]);
+            c
+        });
+        json(&out)
+    };
+    let refused = spend("ada@uni.edu", "0.50", "anthropic/claude-opus-4.5");
+    assert_eq!(refused["added"], 0.0, "{refused}");
+    assert!(
+        refused["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow")
+    );
+    assert_eq!(
+        spend("ada@uni.edu", "0.25", "openai/gpt-4o-mini")["added"],
+        0.25
+    );
+    let capped = spend("kim2@uni.edu", "1.75", "openai/gpt-4o-mini-2024-07-18");
+    assert_eq!(capped["added"], 1.5, "{capped}");
+    assert_eq!(
+        spend("kim1@uni.edu", "0.10", "openai/gpt-4o-mini")["added"],
+        0.1
+    );
+
+    let out = ok({
+        let mut c = sb(class.dir.path());
+        c.args(["--json", "report", "--by-model"]);
+        c
+    });
+    let doc = json(&out);
+    let rows: Vec<(String, f64)> = doc["by_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["email"].as_str().unwrap().to_string(),
+                r["spent"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ada@uni.edu".to_string(), 0.25),
+            ("kim1@uni.edu".to_string(), 0.1),
+            ("kim2@uni.edu".to_string(), 1.5)
+        ],
+        "{doc}"
+    );
+    let out = ok({
+        let mut c = sb(class.dir.path());
+        c.args(["--json", "check"]);
+        c
+    });
+    let doc = json(&out);
+    for s in doc["students"].as_array().unwrap() {
+        assert_eq!(s["guardrail"], Value::Bool(true), "{s}");
+    }
+    // Without the table, the guardrail goes, and the keys are free of it.
+    std::fs::remove_file(class.path("classkeys.toml")).unwrap();
+    ok({
+        let mut c = sb(class.dir.path());
+        c.arg("update");
+        c
+    });
+    let acc = account(&class);
+    assert!(acc["guardrails"].as_array().unwrap().is_empty(), "{acc}");
+    assert!(
+        acc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["guardrail"].is_null())
+    );
 }
