@@ -734,7 +734,7 @@ fn guardrail_changes(
                     "",
                     "guardrail_changed",
                     Some(format!("{name}: {field}: {old}")),
-                    Some(format!("{name}: {field}: {new}")),
+                    Some(format!("{field}: {new}")),
                 )
             })
             .collect(),
