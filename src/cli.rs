@@ -185,6 +185,20 @@ targets and actuals are rewritten to agree.",
     )]
     Log(LogArgs),
 
+    /// Mail each student their own key (SMTP settings in classkeys.toml's [mail])
+    #[command(
+        long_about = "Mail each student of the class their own key, through the mail server that classkeys.toml's \
+[mail] table names (from, smtp_host, smtp_port, security, username, bcc; the password from \
+CLASSKEYS_SMTP_PASSWORD). The message is mail.txt in the class folder (`Subject: …`, a blank line, the body; \
+minijinja templates with name, email, key, key_name, limit, limit_reset, expires_at, models), else a built-in \
+one. Without --email: every student whose live key has not been mailed. Each mail the server accepts is \
+recorded (changelog key_sent) before the next is sent, so a second run sends nothing. Never a FIXME row, a \
+dropped student, or a deleted or disabled key.",
+        after_help = "Example:\n  classkeys send-keys --dry-run      # writes outbox/<email>.eml, sends nothing\n  \
+export CLASSKEYS_SMTP_PASSWORD=…; classkeys send-keys\n  classkeys send-keys --email ada@uni.edu --resend"
+    )]
+    SendKeys(SendKeysArgs),
+
     /// Merge a roster exported from an LMS into roster.csv
     #[command(
         long_about = "Merge an LMS export into roster.csv (created if missing): new students are appended, \
@@ -348,6 +362,23 @@ pub struct ReportArgs {
     /// management key; the rest of the report reads keys.db only)
     #[arg(long)]
     pub by_model: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendKeysArgs {
+    /// Only this student (repeatable); one already mailed is skipped unless --resend
+    #[arg(long = "email", value_name = "EMAIL", add = roster_emails())]
+    pub emails: Vec<String>,
+    /// Mail the students named by --email again, even if they were mailed
+    #[arg(long, requires = "emails")]
+    pub resend: bool,
+    /// Write each message to outbox/<email>.eml (owner-only) and send nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fault;
 pub mod files;
 pub mod guardrail;
+pub mod mail;
 pub mod openrouter;
 pub mod pool;
 pub mod reconcile;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::SetLimit(a) => commands::set_limit::run(&mut ctx, a),
         Command::Log(a) => commands::log::run(&mut ctx, a),
         Command::ImportRoster(a) => commands::import_roster::run(&mut ctx, a),
+        Command::SendKeys(a) => commands::send_keys::run(&mut ctx, a),
         Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
         Command::Demo(a) => commands::demo::run(&mut ctx, a),
         Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),

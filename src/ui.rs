@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
 
 use comfy_table::{Cell, ContentArrangement, Table, presets};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -128,13 +127,17 @@ pub fn clean(s: &str) -> String {
     out
 }
 
-static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
 
-/// The management key, so that nothing classkeys prints can hold it, whatever a server echoes.
+/// The management key (or the SMTP password), so that nothing classkeys prints can hold it,
+/// whatever a server echoes.
 pub fn register_secret(secret: &str) {
     let secret = secret.trim();
-    if secret.len() >= 8 {
-        let _ = SECRETS.set(vec![secret.to_string()]);
+    if secret.len() >= 6
+        && let Ok(mut list) = SECRETS.write()
+        && !list.iter().any(|s| s == secret)
+    {
+        list.push(secret.to_string());
     }
 }
 
@@ -142,9 +145,11 @@ pub fn register_secret(secret: &str) {
 /// OpenRouter key (`sk-or-…` with more than a masked label's few characters).
 pub fn redact(s: &str) -> Cow<'_, str> {
     let mut out: Cow<str> = Cow::Borrowed(s);
-    for secret in SECRETS.get().into_iter().flatten() {
-        if out.contains(secret.as_str()) {
-            out = Cow::Owned(out.replace(secret.as_str(), "(redacted)"));
+    if let Ok(list) = SECRETS.read() {
+        for secret in list.iter() {
+            if out.contains(secret.as_str()) {
+                out = Cow::Owned(out.replace(secret.as_str(), "(redacted)"));
+            }
         }
     }
     if !out.contains("sk-or-") {

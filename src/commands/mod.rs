@@ -17,6 +17,7 @@ pub mod refresh_limits_file;
 pub mod report;
 pub mod rotate;
 pub mod sandbox;
+pub mod send_keys;
 pub mod set_limit;
 pub mod toggle;
 pub mod update;

@@ -34,12 +34,60 @@ pub struct ClassConfig {
     /// Where they were read from (`None`: there is no file).
     pub path: Option<PathBuf>,
     pub guardrail: Option<GuardrailSpec>,
+    pub mail: Option<MailSettings>,
+}
+
+/// How `send-keys` reaches the mail server (`[mail]`). The password is never here: it comes
+/// from `CLASSKEYS_SMTP_PASSWORD`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailSettings {
+    pub from: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub security: Security,
+    pub username: Option<String>,
+    pub bcc: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Plain connection, then STARTTLS (required), usually port 587.
+    Starttls,
+    /// TLS from the start, usually port 465.
+    Tls,
+    /// No encryption: only to a server on this machine.
+    None,
+}
+
+impl Security {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Security::Starttls => 587,
+            Security::Tls => 465,
+            Security::None => 25,
+        }
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     guardrail: Option<RawGuardrail>,
+    mail: Option<Spanned<RawMail>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    from: Option<Spanned<String>>,
+    smtp_host: Option<Spanned<String>>,
+    smtp_port: Option<Spanned<i64>>,
+    security: Option<Spanned<Security>>,
+    username: Option<Spanned<String>>,
+    bcc: Option<Spanned<String>>,
+    /// Refused: a password in a file is a password in backups and shared folders.
+    password: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -123,9 +171,108 @@ pub fn parse(text: &str) -> std::result::Result<ClassConfig, (usize, String)> {
         (at, e.message().trim().replace('\n', " "))
     })?;
     let guardrail = raw.guardrail.map(guardrail).transpose()?;
+    let mail = raw
+        .mail
+        .map(|m| {
+            let at = m.span().start;
+            mail(m.into_inner(), at)
+        })
+        .transpose()?;
     Ok(ClassConfig {
         path: None,
         guardrail,
+        mail,
+    })
+}
+
+/// Whether a host name is this machine (where mail may go unencrypted).
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `at`: where the table starts (for what it lacks).
+fn mail(raw: RawMail, at: usize) -> std::result::Result<MailSettings, (usize, String)> {
+    if let Some(p) = raw.password {
+        return Err((
+            p.span().start,
+            "a password does not belong in classkeys.toml (it would end up in backups and shared folders): \
+             remove it and `export CLASSKEYS_SMTP_PASSWORD=…` before `classkeys send-keys`"
+                .into(),
+        ));
+    }
+    let address = |name: &str, v: &Spanned<String>| {
+        let text = v.get_ref().trim().to_string();
+        text.parse::<lettre::message::Mailbox>()
+            .map(|_| text.clone())
+            .map_err(|e| {
+                (
+                    v.span().start,
+                    format!("`{name} = {text:?}` is not a mail address ({e})"),
+                )
+            })
+    };
+    let Some(from) = &raw.from else {
+        return Err((
+            at,
+            "[mail] needs `from`, the address students see the mail come from".into(),
+        ));
+    };
+    let from = address("from", from)?;
+    let bcc = raw.bcc.as_ref().map(|b| address("bcc", b)).transpose()?;
+    let Some(host) = &raw.smtp_host else {
+        return Err((
+            at,
+            "[mail] needs `smtp_host`, your mail server (e.g. smtp.uni.edu)".into(),
+        ));
+    };
+    let smtp_host = host.get_ref().trim().to_string();
+    if smtp_host.is_empty() || smtp_host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err((
+            host.span().start,
+            format!("`smtp_host = {smtp_host:?}` is not a host name"),
+        ));
+    }
+    let security = raw
+        .security
+        .as_ref()
+        .map_or(Security::Starttls, |s| *s.get_ref());
+    if security == Security::None && !is_loopback_host(&smtp_host) {
+        let at = raw.security.as_ref().map_or(at, |s| s.span().start);
+        return Err((
+            at,
+            format!(
+                "`security = \"none\"` would send the keys unencrypted to {smtp_host}: use \"starttls\" or \"tls\" \
+                 (\"none\" is only for a server on this machine)"
+            ),
+        ));
+    }
+    let smtp_port = match &raw.smtp_port {
+        None => security.default_port(),
+        Some(p) => u16::try_from(*p.get_ref())
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                (
+                    p.span().start,
+                    format!("smtp_port = {}: give a port from 1 to 65535", p.get_ref()),
+                )
+            })?,
+    };
+    let username = raw
+        .username
+        .as_ref()
+        .map(|u| u.get_ref().trim().to_string())
+        .filter(|u| !u.is_empty());
+    Ok(MailSettings {
+        from,
+        smtp_host,
+        smtp_port,
+        security,
+        username,
+        bcc,
     })
 }
 
@@ -309,5 +456,34 @@ redact = ["email", "phone", "person-name"]
         assert!(msg.contains("gardrail"), "{msg}");
         let (line, _) = err("[guardrail\n");
         assert_eq!(line, 1);
+    }
+
+    #[test]
+    fn the_mail_table_has_no_password_and_no_plain_text_to_other_hosts() {
+        let m = parse("[mail]\nfrom = \"Prof <prof@uni.edu>\"\nsmtp_host = \"smtp.uni.edu\"\nusername = \"prof\"\n")
+            .unwrap()
+            .mail
+            .unwrap();
+        assert_eq!((m.smtp_port, m.security), (587, Security::Starttls));
+        assert_eq!(m.username.as_deref(), Some("prof"));
+        let (line, msg) =
+            err("[mail]\nfrom = \"a@b.edu\"\nsmtp_host = \"h\"\npassword = \"hunter2\"\n");
+        assert_eq!(line, 4);
+        assert!(
+            msg.contains("CLASSKEYS_SMTP_PASSWORD") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+        let (line, msg) =
+            err("[mail]\nfrom = \"a@b.edu\"\nsmtp_host = \"smtp.uni.edu\"\nsecurity = \"none\"\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("unencrypted"), "{msg}");
+        assert!(
+            parse("[mail]\nfrom = \"a@b.edu\"\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n")
+                .is_ok()
+        );
+        let (line, _) = err("[mail]\nfrom = \"not an address\"\nsmtp_host = \"h\"\n");
+        assert_eq!(line, 2);
+        let (line, _) = err("[mail]\nfrom = \"a@b.edu\"\nsmtp_host = \"h\"\nsecurity = \"ssl\"\n");
+        assert_eq!(line, 4);
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod limits;
 pub mod lms;
+pub mod mail_txt;
 pub mod output;
 pub mod roster;
 

@@ -641,6 +641,29 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Hashes of the keys whose secret `send-keys` has mailed.
+    pub fn mailed(&self) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT key_hash FROM changelog WHERE action = 'key_sent'")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+        Ok(rows
+            .filter_map(|r| r.ok().flatten())
+            .collect::<std::collections::HashSet<String>>())
+    }
+
+    /// A key's secret, as its create returned it (`None`: keys.db never had it).
+    pub fn secret(&self, hash: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT api_key FROM key WHERE key_hash = ?1 AND api_key IS NOT NULL AND api_key != ''",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// The changelog, oldest first, with each row's key name.
     pub fn changelog(&self) -> Result<Vec<LogRow>> {
         let mut stmt = self.conn.prepare(

@@ -12,6 +12,7 @@ mod inputs;
 mod ledger;
 mod lifecycle;
 mod lms;
+mod mail;
 mod migrate;
 mod models;
 mod polish;
