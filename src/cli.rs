@@ -11,7 +11,8 @@ Exit codes:
   1  failed: the API or the network refused something; what was done is recorded
   2  bad usage or bad input (a file, an option); nothing was changed, no request sent
   3  the management key is missing, invalid, or not a management key
-  4  another classkeys is working on the same keys.db";
+  4  another classkeys is working on the same keys.db
+  130 `watch` was stopped with Ctrl-C";
 
 const ENV_HELP: &str = "\
 Environment:
@@ -178,6 +179,18 @@ targets and actuals are rewritten to agree.",
         after_help = "Example:\n  classkeys set-limit --email ada@uni.edu 5\n  classkeys set-limit --email ada@uni.edu --add 1\n  classkeys set-limit --all --add -0.50 --yes"
     )]
     SetLimit(SetLimitArgs),
+
+    /// A live, full-screen view of the class, with one-key changes
+    #[command(
+        long_about = "A full-screen view of the class, refreshed every --every seconds: per student usage, limit, \
+used %, spend since the view opened; at the limit in red, at 80% or more in yellow, no key in grey. Keys: \
+up/down or j/k select, + and - change the selected student's limit by --step, d disables or enables their \
+key (after y/n), r refreshes now, q quits (Ctrl-C: exit 130). Changes go through the journal like `update` \
+and limits.csv is rewritten to agree. The class lock is held only while a change is made, so other commands \
+run beside it. Needs a terminal: for scripts use `classkeys check`.",
+        after_help = "Example:\n  classkeys watch\n  classkeys watch --every 10 --step 0.50"
+    )]
+    Watch(WatchArgs),
 
     /// The changelog: who, which key, what changed, old → new (newest last)
     #[command(
@@ -362,6 +375,22 @@ pub struct ReportArgs {
     /// management key; the rest of the report reads keys.db only)
     #[arg(long)]
     pub by_model: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Seconds between refreshes (5 or more)
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(5..=3600), value_name = "SECS")]
+    pub every: u64,
+    /// Dollars that + and - add to or take from the selected student's limit
+    #[arg(long, default_value = "1", value_name = "DOLLARS")]
+    pub step: String,
+    #[command(flatten)]
+    pub roster: RosterArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,8 @@ pub enum Exit {
     Auth = 3,
     /// Another classkeys is working on the same keys.db.
     Busy = 4,
+    /// Stopped by Ctrl-C (`watch`).
+    Interrupted = 130,
 }
 
 impl From<Exit> for std::process::ExitCode {

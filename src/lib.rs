@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Log(a) => commands::log::run(&mut ctx, a),
         Command::ImportRoster(a) => commands::import_roster::run(&mut ctx, a),
         Command::SendKeys(a) => commands::send_keys::run(&mut ctx, a),
+        Command::Watch(a) => commands::watch::run(&mut ctx, a),
         Command::ImportKeys(a) => commands::import_keys::run(&mut ctx, a),
         Command::Demo(a) => commands::demo::run(&mut ctx, a),
         Command::Sandbox(c) => commands::sandbox::run(&mut ctx, c),

@@ -61,6 +61,17 @@ pub fn check_account_kind(ctx: &Ctx, store: &Store, db: &Path) -> Result<()> {
     }
 }
 
+/// What keys.db knows: its keys, students' names, who was dropped.
+pub fn books(store: &Store) -> Result<Books> {
+    let names = store.student_names()?;
+    Ok(Books {
+        keys: store.known_keys()?,
+        students: names.iter().map(|(e, _)| email_key(e)).collect(),
+        names: names.into_iter().map(|(e, n)| (email_key(&e), n)).collect(),
+        dropped: store.dropped()?.iter().map(|e| email_key(e)).collect(),
+    })
+}
+
 /// The class's naming policy, as keys.db records it.
 pub fn naming(store: &Store) -> Result<Naming> {
     let tag = store.meta("tag")?.and_then(|t| Tag::parse(&t).ok());
@@ -127,13 +138,7 @@ impl Class {
 
     /// Re-read what keys.db knows (after keys were created or settled).
     pub fn refresh_known(&mut self) -> Result<()> {
-        let names = self.store.student_names()?;
-        self.books = Books {
-            keys: self.store.known_keys()?,
-            students: names.iter().map(|(e, _)| email_key(e)).collect(),
-            names: names.into_iter().map(|(e, n)| (email_key(&e), n)).collect(),
-            dropped: self.store.dropped()?.iter().map(|e| email_key(e)).collect(),
-        };
+        self.books = books(&self.store)?;
         let open = self.store.open_intents()?;
         self.suspects = reconcile::leftovers(&open, &self.account, &self.books.keys)
             .into_iter()

@@ -21,3 +21,4 @@ pub mod send_keys;
 pub mod set_limit;
 pub mod toggle;
 pub mod update;
+pub mod watch;

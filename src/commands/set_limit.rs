@@ -152,14 +152,7 @@ pub fn run(ctx: &mut Ctx, args: SetLimitArgs) -> Result<Exit> {
         for r in &mut rows {
             r.applied = applied.patched(&r.hash);
         }
-        // limits.csv agrees: its targets are what was just set.
-        for row in &mut limits.rows {
-            if let Some(r) = rows.iter().find(|r| {
-                r.applied && (r.hash == row.hash || email_key(&r.email) == email_key(&row.email))
-            }) {
-                row.target_limit = Some(r.new);
-            }
-        }
+        keep_limit_targets(&mut limits, &applied);
         class.record(at)?;
         if limits.path.exists() {
             let view = class.view();
@@ -218,6 +211,20 @@ pub fn run(ctx: &mut Ctx, args: SetLimitArgs) -> Result<Exit> {
         )));
     }
     Ok(Exit::Ok)
+}
+
+/// limits.csv's target_limit follows what was just set, so that `update` does not undo it.
+pub fn keep_limit_targets(limits: &mut LimitsFile, applied: &apply::Applied) {
+    for (op, done) in &applied.done {
+        let (Op::Patch { email, .. }, apply::Done::Patched(key)) = (op, done) else {
+            continue;
+        };
+        for row in &mut limits.rows {
+            if row.hash == key.hash || email_key(&row.email) == email_key(email) {
+                row.target_limit = Some(key.limit);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

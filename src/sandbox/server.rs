@@ -40,6 +40,13 @@ pub struct Shared {
     saving: Mutex<()>,
     warned: AtomicBool,
     options: Options,
+    /// sandbox.json's modification time as this process last read or wrote it: a newer one
+    /// is another process's change (a `sandbox spend` beside a running `watch`), read back.
+    seen: Mutex<Option<std::time::SystemTime>>,
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 pub struct Running {
@@ -59,12 +66,13 @@ pub fn start(path: PathBuf, account: Account, options: Options) -> Result<Runnin
         .ok_or_else(|| anyhow!("the sandbox server has no IP address"))?;
     let server = Arc::new(server);
     let shared = Arc::new(Shared {
-        path,
         account: Mutex::new(account),
         dirty: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         saving: Mutex::new(()),
         warned: AtomicBool::new(false),
+        seen: Mutex::new(modified(&path)),
+        path,
         options,
     });
     let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -158,8 +166,27 @@ impl Shared {
             .and_then(|json| Account::write(&self.path, &json));
         if result.is_err() {
             self.dirty.store(true, Ordering::SeqCst);
+        } else {
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = modified(&self.path);
         }
         result
+    }
+
+    /// Read sandbox.json again if another process changed it since (and this one has nothing
+    /// unsaved).
+    fn reload_if_changed(&self) {
+        let _one = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        if self.dirty.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = modified(&self.path);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_some() && now != *seen {
+            if let Ok(account) = Account::load(&self.path) {
+                *self.account() = account;
+            }
+            *seen = now;
+        }
     }
 
     fn save_in_background(&self) {
@@ -197,6 +224,7 @@ fn answer(mut request: tiny_http::Request, shared: &Shared) {
     } else if body.len() as u64 > MAX_BODY {
         Answer::error(413, "Request body too large")
     } else {
+        shared.reload_if_changed();
         let (reply, changed) =
             api::handle(&mut shared.account(), &method, &target, &body, Utc::now());
         if changed {

@@ -21,7 +21,17 @@ pub struct ClassLock {
     _file: File,
 }
 
-const WAIT: Duration = Duration::from_secs(120);
+/// How long a command waits for the lock (milliseconds), and whether it says so: `watch` waits
+/// a few seconds, silently (its screen says it).
+static WAIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(120_000);
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Wait at most this long for the lock from now on, without a word if `quiet`.
+pub fn set_patience(wait: Duration, quiet: bool) {
+    use std::sync::atomic::Ordering;
+    WAIT_MS.store(wait.as_millis() as u64, Ordering::SeqCst);
+    QUIET.store(quiet, Ordering::SeqCst);
+}
 /// What a lock file classkeys wrote can hold: one line.
 const MAX_LOCK_FILE: u64 = 4096;
 
@@ -71,7 +81,8 @@ impl ClassLock {
             )));
         }
         let start = Instant::now();
-        let mut told = false;
+        let wait = Duration::from_millis(WAIT_MS.load(std::sync::atomic::Ordering::SeqCst));
+        let mut told = QUIET.load(std::sync::atomic::Ordering::SeqCst);
         loop {
             match file.try_lock() {
                 Ok(()) => break,
@@ -85,12 +96,12 @@ impl ClassLock {
                         );
                         told = true;
                     }
-                    if start.elapsed() > WAIT {
+                    if start.elapsed() > wait {
                         return Err(BusyError(format!(
                             "another classkeys ({}) has been working on {} for over {} s; let it finish, then run this again",
                             holder(&path),
                             db.display(),
-                            WAIT.as_secs()
+                            wait.as_secs()
                         ))
                         .into());
                     }

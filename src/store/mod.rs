@@ -16,7 +16,7 @@ use crate::domain::{AccountKind, IntentAction, Owner, Settled};
 pub use crate::domain::{
     Change, ExportRow, Intent, Key, KeyInfo, KnownKey, NewIntent, Seen, UsagePoint, parse_time,
 };
-pub use lock::ClassLock;
+pub use lock::{ClassLock, set_patience};
 use migrate::Kind;
 pub use migrate::LATEST as SCHEMA_VERSION;
 

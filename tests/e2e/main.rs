@@ -19,3 +19,4 @@ mod polish;
 mod report;
 mod safety;
 mod sandbox;
+mod watch;
