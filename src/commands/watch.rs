@@ -226,12 +226,11 @@ impl App {
             reconcile::match_keys(&roster.students, &books, &account, &HashSet::new(), naming);
         let mut students = Vec::new();
         for e in view.entries.iter().filter(|e| !e.student.is_placeholder()) {
-            let usage: f64 = e.keys.iter().map(|k| k.usage).sum();
-            let since: f64 = e
-                .keys
-                .iter()
-                .map(|k| k.usage - *self.baseline.entry(k.hash.clone()).or_insert(k.usage))
-                .sum();
+            // A fold from +0.0: the sum of no keys is -0.0, shown as "$-0.00".
+            let usage: f64 = e.keys.iter().fold(0.0, |t, k| t + k.usage);
+            let since: f64 = e.keys.iter().fold(0.0, |t, k| {
+                t + k.usage - *self.baseline.entry(k.hash.clone()).or_insert(k.usage)
+            });
             students.push(Student {
                 email: e.student.email.clone(),
                 name: e.student.name.clone(),
@@ -249,7 +248,7 @@ impl App {
                 .then(b.usage.total_cmp(&a.usage))
                 .then(a.name.cmp(&b.name))
         });
-        let total: f64 = students.iter().map(|s| s.usage).sum();
+        let total: f64 = students.iter().fold(0.0, |t, s| t + s.usage);
         let now = Instant::now();
         self.samples.push_back((now, total));
         while self
@@ -450,7 +449,7 @@ impl App {
         ])
         .areas(f.area());
 
-        let total: f64 = self.students.iter().map(|s| s.usage).sum();
+        let total: f64 = self.students.iter().fold(0.0, |t, s| t + s.usage);
         let standing = |w: Standing| {
             self.students
                 .iter()
