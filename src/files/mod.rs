@@ -326,7 +326,7 @@ pub fn write_atomic(
     let tmp = temp_beside(path, mode)?;
     let tmp = fill_temp(tmp, fill).with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path)
-        .map_err(|e| e.error)
+        .map_err(|e| std::io::Error::from(e.error.kind()))
         .with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
 }
@@ -375,6 +375,8 @@ fn temp_beside(path: &Path, mode: u32) -> Result<tempfile::NamedTempFile> {
         .suffix(".tmp")
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)
+        // tempfile's error names its own temp file: the user's folder is what matters.
+        .map_err(|e| std::io::Error::from(e.kind()))
         .with_context(|| {
             format!(
                 "creating a file in {}: check the folder exists and is writable",

@@ -201,6 +201,8 @@ fn every_help_reads_at_80_columns() {
         "log",
         "import-keys",
         "import-roster",
+        "send-keys",
+        "watch",
         "demo",
         "sandbox",
         "completions",
@@ -225,6 +227,13 @@ fn every_help_reads_at_80_columns() {
             command.is_empty() || text.contains("Example"),
             "`{command} --help` shows an example"
         );
+        // The help is the contract: any change to it shows in review.
+        let name = if command.is_empty() {
+            "classkeys"
+        } else {
+            command
+        };
+        insta::assert_snapshot!(format!("help_{name}"), text);
         if !["", "completions", "demo", "sandbox"].contains(&command) {
             assert!(text.contains("Global options:"), "{command}: {text}");
         }
