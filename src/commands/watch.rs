@@ -75,6 +75,8 @@ struct App {
     selected: Option<String>,
     question: Option<Question>,
     status: Option<(String, bool)>,
+    /// Another command held the class lock when a change was tried (shown in the header).
+    busy: Option<String>,
     next_tick: Instant,
 }
 
@@ -122,6 +124,7 @@ pub fn run(ctx: &mut Ctx, args: WatchArgs) -> Result<Exit> {
         selected: None,
         question: None,
         status: None,
+        busy: None,
         next_tick: Instant::now(),
     };
     let mut terminal =
@@ -370,6 +373,7 @@ impl App {
     /// is rewritten to agree. The view shows it at the next refresh (made right away).
     fn change(&mut self, ctx: &mut Ctx, email: &str, patch: Patch) {
         let what = describe(&patch);
+        self.busy = None;
         match self.apply(ctx, email, patch) {
             Ok(msg) => self.say(msg, false),
             Err(e) => {
@@ -377,6 +381,10 @@ impl App {
                     .chain()
                     .any(|c| c.downcast_ref::<crate::error::BusyError>().is_some());
                 let why = if busy {
+                    self.busy = Some(format!(
+                        "another classkeys held keys.db at {}: the change was dropped",
+                        Local::now().format("%H:%M:%S")
+                    ));
                     "another classkeys is working on keys.db; the change was dropped, try again in a moment".to_string()
                 } else {
                     crate::ui::shown(&format!("{e:#}"))
@@ -481,20 +489,22 @@ impl App {
             (None, _) => String::new(),
         }));
         let figures = format!(
-            "total {} · {} · credits left {} · {} students, {} at the limit, {} at 80%+",
+            "total {} · {} · credits left {} · {}, {} at the limit, {} at 80%+",
             money(total),
             self.rate().map_or_else(
                 || "$–/min (after a minute)".to_string(),
                 |r| format!("{}/min over 5 min", money(r))
             ),
             self.credits.map_or_else(|| "?".to_string(), money),
-            self.students.len(),
+            super::toggle::plural(self.students.len(), "student"),
             standing(Standing::AtLimit),
             standing(Standing::Near)
         );
-        let third = match &self.refresh_error {
-            Some(e) => Line::styled(e.clone(), Style::default().fg(Color::Red)),
-            None => Line::raw(""),
+        let third = match (&self.refresh_error, &self.busy) {
+            (Some(e), _) | (None, Some(e)) => {
+                Line::styled(e.clone(), Style::default().fg(Color::Red))
+            }
+            (None, None) => Line::raw(""),
         };
         f.render_widget(
             Paragraph::new(vec![Line::from(title), Line::raw(figures), third]),

@@ -327,14 +327,12 @@ impl Client {
     /// Deleting a key that is already gone (404) counts as done.
     pub fn delete_key(&self, hash: &str) -> Result<(), ApiError> {
         let what = format!("deleting key {}", short(hash));
-        match self.call::<serde_json::Value>(
-            Method::DELETE,
-            &key_path(hash, &what)?,
-            &[],
-            None::<&()>,
-            false,
-            &what,
-        ) {
+        self.delete(&key_path(hash, &what)?, &what)
+    }
+
+    /// `DELETE`, where a 404 (gone already) is done.
+    fn delete(&self, path: &[&str], what: &str) -> Result<(), ApiError> {
+        match self.call::<serde_json::Value>(Method::DELETE, path, &[], None::<&()>, false, what) {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(404) => Ok(()),
             Err(e) => Err(e),
@@ -414,18 +412,7 @@ impl Client {
     /// Deleting a guardrail that is already gone (404) counts as done.
     pub fn delete_guardrail(&self, id: &str) -> Result<(), ApiError> {
         let what = format!("deleting guardrail {}", short(id));
-        match self.call::<serde_json::Value>(
-            Method::DELETE,
-            &guardrail_path(id, &what)?,
-            &[],
-            None::<&()>,
-            false,
-            &what,
-        ) {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.delete(&guardrail_path(id, &what)?, &what)
     }
 
     /// Give keys this guardrail (a key holds one: it replaces what the key held), or take it

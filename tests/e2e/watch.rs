@@ -233,3 +233,31 @@ async fn ctrl_c_quits_with_130_and_no_terminal_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_while_another_command_holds_the_lock_is_dropped_and_said() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(1));
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    let mut tui = Tui::start(&class, &fake, &[]);
+    tui.wait_for("s0001@uni.edu");
+    // Another command holds the class lock (as `update` would, mid-run).
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(class.path("keys.db.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    tui.press("+");
+    let screen = tui.wait_for("another classkeys held keys.db");
+    assert!(screen.contains("the change was dropped"), "{screen}");
+    assert_eq!(key_of(&fake, "Student 0001")["limit"], json!(2.0));
+    drop(lock);
+    tui.press("+");
+    eventually("the limit was raised once the lock was free", || {
+        key_of(&fake, "Student 0001")["limit"] == json!(3.0)
+    });
+    tui.press("q");
+    assert!(tui.child.wait().unwrap().success());
+}
