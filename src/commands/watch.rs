@@ -81,6 +81,12 @@ struct App {
 }
 
 pub fn run(ctx: &mut Ctx, args: WatchArgs) -> Result<Exit> {
+    if ctx.ui.json {
+        return Err(input(
+            "`watch` is a full-screen view, it has no --json form: for a JSON document of the class use \
+             `classkeys check --json`",
+        ));
+    }
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         return Err(input(
             "`classkeys watch` is a full-screen view and needs a terminal: in a script or a pipe use \
