@@ -528,7 +528,7 @@ fn assignments(class: &Class, id: Option<&str>) -> Result<HashMap<String, String
             .into_iter()
             .map(|a| (a.key_hash, a.guardrail_id))
             .collect()),
-        Err(e) if e.status() == Some(404) => match id {
+        Err(e) if matches!(e.status(), Some(404 | 405 | 501)) => match id {
             Some(id) => Ok(class
                 .client
                 .guardrail_keys(id)

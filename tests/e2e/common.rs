@@ -70,6 +70,8 @@ pub struct State {
     pub assignments: Vec<(String, String)>,
     /// Spend the analytics report: (key hash, model, dollars, requests).
     pub spend: Vec<(String, String, f64, u64)>,
+    /// A server without the account-wide `GET /guardrails/assignments/keys` (404).
+    pub no_global_assignments: bool,
 }
 
 impl State {
@@ -455,6 +457,7 @@ fn guardrails(st: &mut State, method: &str, path: &str, req: &Request) -> Respon
             st.guardrails.push(g.clone());
             ResponseTemplate::new(201).set_body_json(json!({ "data": g }))
         }
+        ("GET", ["assignments", "keys"]) if st.no_global_assignments => error(404, "Not found"),
         ("GET", ["assignments", "keys"]) => {
             let list: Vec<Value> = st
                 .assignments

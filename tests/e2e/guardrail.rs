@@ -453,3 +453,22 @@ async fn a_class_in_a_workspace_makes_and_lists_its_guardrail_there() {
         assert!(l.contains(&format!("workspace_id={WORKSPACE_ID}")), "{l}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_the_account_wide_assignment_listing_still_converges() {
+    let fake = Fake::start().await;
+    fake.state.lock().unwrap().no_global_assignments = true;
+    let class = Class::new(&roster(3));
+    class.write("classkeys.toml", FULL);
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    let id = fake.guardrails()[0]["id"].as_str().unwrap().to_string();
+    for h in hashes(&fake) {
+        assert_eq!(fake.guardrail_of(&h).as_deref(), Some(id.as_str()));
+    }
+    let before = changes(&fake).await.len();
+    assert_ok(class.cmd(&fake).arg("update").output().unwrap());
+    assert_eq!(changes(&fake).await.len(), before, "nothing more to send");
+    let doc = ok_json(&class, &fake, &["check"]);
+    assert_eq!(doc["students"][2]["guardrail"], json!(true));
+}
