@@ -43,15 +43,16 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct Global {
     /// OpenRouter API base URL (https, or http only to a loopback address)
+    /// [default: https://openrouter.ai/api/v1]
+    // No clap default: one would show in every usage line as if the option were required.
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
         env = "OPENROUTER_BASE_URL",
-        default_value = "https://openrouter.ai/api/v1",
         value_name = "URL"
     )]
-    pub base_url: String,
+    pub base_url: Option<String>,
 
     /// Print one JSON document on stdout instead of tables
     #[arg(long, global = true, help_heading = "Global options")]

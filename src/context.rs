@@ -80,7 +80,11 @@ impl Ctx {
             })?;
         crate::ui::register_secret(&key);
         Client::new(
-            &self.global.base_url,
+            self.global
+                .base_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or(crate::openrouter::DEFAULT_BASE_URL),
             ManagementKey::new(key.trim().to_string()),
             settings,
         )

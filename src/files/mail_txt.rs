@@ -111,6 +111,17 @@ impl Template {
             .map_err(|e| t.error(&e, true))?;
         env.template_from_str(&t.body)
             .map_err(|e| t.error(&e, false))?;
+        // A misspelt variable shows now, before the account is asked anything.
+        t.render(&Vars {
+            name: "Ada Lovelace".into(),
+            email: "ada@uni.edu".into(),
+            key: "sk-or-v1-…".into(),
+            key_name: "20261201_Ada Lovelace".into(),
+            limit: "$2.00".into(),
+            limit_reset: "monthly".into(),
+            expires_at: "2026-12-31T23:59:59Z".into(),
+            models: vec!["openai/gpt-4o-mini".into()],
+        })?;
         Ok(t)
     }
 
@@ -238,8 +249,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mail.txt: line 4"), "{e}");
-        let t = from("Subject: x\n\nok\n{{ nmae }}\n").unwrap();
-        let e = t.render(&vars()).unwrap_err().to_string();
+        let e = from("Subject: x\n\nok\n{{ nmae }}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 4") && e.contains("key_name"), "{e}");
     }
 }

@@ -239,3 +239,64 @@ fn every_help_reads_at_80_columns() {
         }
     }
 }
+
+/// What an instructor reads when classkeys.toml, mail.txt or an option is wrong: one snapshot,
+/// each case with its exit code. Nothing here reaches the network (no fake is running).
+#[test]
+fn errors_of_the_class_settings_read_as_documented() {
+    let class = Class::new("email,name\nada@uni.edu,Ada Lovelace\n");
+    let run = |args: &[&str]| {
+        let out = bare(class.dir.path())
+            .env("OPENROUTER_PROVISIONING_KEY", SENTINEL)
+            .env("OPENROUTER_BASE_URL", "http://127.0.0.1:9/api/v1")
+            .args(args)
+            .output()
+            .unwrap();
+        format!(
+            "$ classkeys {}\nexit {}\n{}",
+            args.join(" "),
+            out.status.code().unwrap_or(-1),
+            stderr(&out)
+        )
+    };
+    assert_ok(bare(class.dir.path()).arg("init-db").output().unwrap());
+    let mut shown = Vec::new();
+    for (toml, args) in [
+        (
+            "[guardrail]\nmodels = [\"a/b\"]\nmodles = [\"c/d\"]\n",
+            &["rotate", "--email", "ada@uni.edu"][..],
+        ),
+        (
+            "[guardrail]\ndaily_limit = 1\nweekly_limit = 2\n",
+            &["provision"][..],
+        ),
+        ("[guardrail]\nredact = [\"emails\"]\n", &["check"][..]),
+        (
+            "[mail]\nfrom = \"prof@uni.edu\"\nsmtp_host = \"smtp.uni.edu\"\npassword = \"hunter22\"\n",
+            &["send-keys"][..],
+        ),
+        (
+            "[mail]\nfrom = \"prof@uni.edu\"\nsmtp_host = \"smtp.uni.edu\"\nsecurity = \"none\"\n",
+            &["send-keys"][..],
+        ),
+        (
+            "[mail]\nfrom = \"prof@uni.edu\"\nsmtp_host = \"smtp.uni.edu\"\nusername = \"prof\"\n",
+            &["send-keys"][..],
+        ),
+    ] {
+        class.write("classkeys.toml", toml);
+        shown.push(run(args));
+    }
+    class.write(
+        "classkeys.toml",
+        "[mail]\nfrom = \"prof@uni.edu\"\nsmtp_host = \"127.0.0.1\"\nsecurity = \"none\"\n",
+    );
+    class.write("mail.txt", "Hello {{ name }}\n\nbody\n");
+    shown.push(run(&["send-keys", "--dry-run"]));
+    class.write("mail.txt", "Subject: x\n\nDear {{ nmae }},\n");
+    shown.push(run(&["send-keys", "--dry-run"]));
+    shown.push(run(&["send-keys", "--resend"]));
+    shown.push(run(&["watch"]));
+    shown.push(run(&["watch", "--every", "4"]));
+    insta::assert_snapshot!(shown.join("\n"));
+}
