@@ -191,6 +191,12 @@ async fn a_class_of_60_gets_one_mail_each_over_starttls_and_a_rerun_sends_none()
     assert_eq!(doc["sent"].as_array().unwrap().len(), 60, "{doc}");
     assert_eq!(doc["failed"], json!([]));
     each_has_their_own(&smtp, &class, 1);
+    let sessions: std::collections::HashSet<String> = smtp
+        .received()
+        .iter()
+        .map(|m| m["session"].to_string())
+        .collect();
+    assert_eq!(sessions.len(), 1, "one SMTP connection for the batch");
     let first = &smtp.received()[0];
     assert_eq!(first["tls"], json!(true));
     assert_eq!(first["auth"], json!(true));

@@ -57,6 +57,8 @@ def main():
                             "data": envelope.content.decode("utf-8", "replace"),
                             "auth": session.authenticated,
                             "tls": session.ssl is not None,
+                            # One per connection: the tests count connections by it.
+                            "session": id(session),
                         }
                     )
                     + "\n"
