@@ -9,7 +9,8 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  done
   1  failed: the API or the network refused something; what was done is recorded
-  2  bad usage or bad input (a file, an option); nothing was changed, no request sent
+  2  bad usage or bad input (a file, an option, a folder that cannot be written
+     before any request); nothing was changed, no request sent
   3  the management key is missing, invalid, or not a management key
   4  another classkeys is working on the same keys.db
   130 `watch` was stopped with Ctrl-C";
@@ -19,6 +20,8 @@ Environment:
   OPENROUTER_PROVISIONING_KEY  the management key (OPENROUTER_MANAGEMENT_KEY is accepted too)
   OPENROUTER_BASE_URL          the API base (default https://openrouter.ai/api/v1)
   CLASSKEYS_SANDBOX=1          same as --sandbox
+  CLASSKEYS_SMTP_PASSWORD      the mail server's password (send-keys)
+  SSL_CERT_FILE                a CA certificate to trust besides the system's (send-keys)
   NO_COLOR                     no colours";
 
 /// Hand out OpenRouter API keys to a class, watch their usage, change limits, keep an audit trail.

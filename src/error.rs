@@ -85,6 +85,15 @@ pub fn exit_code(err: &anyhow::Error) -> Exit {
             };
         }
     }
+    // A file that could not be read or written before anything was sent changed nothing on the
+    // account: fix it and run again, as for any bad input.
+    if !crate::openrouter::any_request_sent()
+        && err
+            .chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+    {
+        return Exit::Input;
+    }
     Exit::Failed
 }
 

@@ -520,6 +520,9 @@ impl Client {
     }
 
     /// The funnel every request goes through.
+    ///
+    /// Also notes that this process has sent a request: a file error before the first one is
+    /// bad input (exit 2), after it a failure (exit 1).
     fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -540,6 +543,7 @@ impl Client {
             .extend(path);
         let started = Instant::now();
         let mut tries = 0u32;
+        SENT.store(true, std::sync::atomic::Ordering::SeqCst);
         loop {
             tries += 1;
             let outcome = {
@@ -833,6 +837,13 @@ fn is_loopback(url: &Url) -> bool {
 
 /// Whether a key's hash is a plain token (the API's are 64 hex digits): anything else is never
 /// put into a request.
+static SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process has sent any request to the API yet.
+pub fn any_request_sent() -> bool {
+    SENT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 pub fn plain_hash(hash: &str) -> bool {
     !hash.is_empty()
         && hash.len() <= 128

@@ -300,3 +300,23 @@ fn errors_of_the_class_settings_read_as_documented() {
     shown.push(run(&["watch", "--every", "4"]));
     insta::assert_snapshot!(shown.join("\n"));
 }
+
+/// A file that cannot be written before any request is bad input (exit 2), and the error names
+/// the user's folder, not a temp file of classkeys'.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_error_before_any_request_is_exit_2_and_names_the_users_folder() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(1));
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    std::fs::create_dir(class.path("locked")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(class.path("locked"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = as_user(&class, &fake, &["report", "--html", "locked/report.html"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("creating a file in locked"), "{err}");
+    assert!(
+        !err.contains(".classkeys-") && !err.contains(".tmp"),
+        "{err}"
+    );
+}
