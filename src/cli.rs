@@ -637,6 +637,79 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// Commands that send no request to OpenRouter: their help leaves out the global options about
+/// requests (they are still accepted, so that a script's `--base-url` never breaks them).
+const OFFLINE: [&str; 4] = ["export-keys", "log", "import-roster", "change-email"];
+const REQUEST_OPTIONS: [&str; 3] = ["--base-url", "--jobs", "--timeout"];
+
+/// A command's help as clap wrote it, with "Global options" showing only the options that
+/// affect the command (`command`: the subcommand named on the command line, if any).
+pub fn help_for(text: &str, command: Option<&str>) -> String {
+    let drop_all = command == Some("completions");
+    let drop_requests = command.is_some_and(|c| OFFLINE.contains(&c));
+    if !drop_all && !drop_requests {
+        return text.to_string();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.trim_end() == "Global options:") else {
+        return text.to_string();
+    };
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.is_empty() && !l.starts_with(' '))
+        .map_or(lines.len(), |i| start + 1 + i);
+    // The section's entries: each starts with an option's line (indented by at most 6).
+    let mut entries: Vec<Vec<&str>> = Vec::new();
+    for line in &lines[start + 1..end] {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start().starts_with('-') && indent <= 6 {
+            entries.push(vec![line]);
+        } else if let Some(e) = entries.last_mut() {
+            e.push(line);
+        }
+    }
+    let mut kept: Vec<&str> = entries
+        .into_iter()
+        .filter(|e| {
+            let first = e[0].trim_start();
+            !drop_all && !REQUEST_OPTIONS.iter().any(|o| first.starts_with(o))
+        })
+        .flatten()
+        .collect();
+    while kept.last().is_some_and(|l| l.trim().is_empty()) {
+        kept.pop();
+    }
+    let mut out: Vec<&str> = lines[..start].to_vec();
+    if kept.is_empty() {
+        while out.last().is_some_and(|l| l.trim().is_empty()) {
+            out.pop();
+        }
+    } else {
+        out.push(lines[start]);
+        out.extend(kept);
+    }
+    // One blank line between the options and what follows, as clap writes it.
+    if end < lines.len() {
+        out.push("");
+    }
+    out.extend(&lines[end..]);
+    let mut joined = out.join("\n");
+    if text.ends_with('\n') {
+        joined.push('\n');
+    }
+    joined
+}
+
+/// The subcommand named on this command line, if any.
+pub fn named_command(args: &[String]) -> Option<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    args.iter()
+        .skip(1)
+        .find(|a| cmd.find_subcommand(a.as_str()).is_some())
+        .cloned()
+}
+
 pub fn parse() -> Result<Cli, clap::Error> {
     Cli::try_parse()
 }
@@ -659,4 +732,56 @@ fn roster_emails() -> clap_complete::engine::ArgValueCompleter {
             })
             .unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_commands_show_only_the_global_options_that_affect_them() {
+        use clap::CommandFactory;
+        for (name, long) in [("log", false), ("log", true), ("change-email", true)] {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let sub = cmd.find_subcommand_mut(name).unwrap();
+            let text = if long {
+                sub.render_long_help().to_string()
+            } else {
+                sub.render_help().to_string()
+            };
+            let shown = help_for(&text, Some(name));
+            assert!(
+                !shown.contains("--base-url") && !shown.contains("--jobs"),
+                "{shown}"
+            );
+            assert!(!shown.contains("--timeout"), "{shown}");
+            assert!(
+                shown.contains("--json") && shown.contains("Example:"),
+                "{shown}"
+            );
+            assert!(!shown.contains("\n\n\n"), "{shown}");
+            assert!(shown.contains("\n\nExample:"), "{shown}");
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let text = cmd
+            .find_subcommand_mut("completions")
+            .unwrap()
+            .render_help()
+            .to_string();
+        let shown = help_for(&text, Some("completions"));
+        assert!(
+            !shown.contains("Global options") && !shown.contains("--json"),
+            "{shown}"
+        );
+        let mut cmd = Cli::command();
+        cmd.build();
+        let text = cmd
+            .find_subcommand_mut("check")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert_eq!(help_for(&text, Some("check")), text);
+    }
 }

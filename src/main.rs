@@ -22,6 +22,18 @@ fn main() -> ExitCode {
             // clap prints help/version to stdout (exit 0); a usage error is ours to print, in
             // the one format every error has, and is exit 2 (bad usage).
             if !err.use_stderr() {
+                // Help on a command that sends no request leaves out the options about requests.
+                let args: Vec<String> = std::env::args().collect();
+                let command = classkeys::cli::named_command(&args);
+                if err.kind() == clap::error::ErrorKind::DisplayHelp && command.is_some() {
+                    let text = err.render().to_string();
+                    let shown = classkeys::cli::help_for(&text, command.as_deref());
+                    if shown != text {
+                        use std::io::Write;
+                        let _ = std::io::stdout().write_all(shown.as_bytes());
+                        return ExitCode::from(0);
+                    }
+                }
                 let _ = err.print();
                 return ExitCode::from(0);
             }
