@@ -59,7 +59,13 @@ pub fn run(ctx: &mut Ctx, args: LogArgs) -> Result<Exit> {
     let table = rows
         .iter()
         .map(|r| {
-            let change = match (&r.old, &r.new) {
+            // Money as people read it ($2.00), whatever keys.db holds (2.0, unlimited).
+            let money = |v: &String| match (r.action.as_str(), crate::files::parse_money(v)) {
+                ("limit_changed", Ok(l)) => super::class::limit_text(l),
+                _ => v.clone(),
+            };
+            let (old, new) = (r.old.as_ref().map(money), r.new.as_ref().map(money));
+            let change = match (&old, &new) {
                 (Some(o), Some(n)) => format!("{o} → {n}"),
                 (None, Some(n)) => n.clone(),
                 (Some(o), None) => o.clone(),

@@ -169,7 +169,7 @@ async fn log_shows_the_changelog_with_each_filter() {
     let out = bare(class.dir.path()).arg("log").output().unwrap();
     let text = stdout(&out);
     assert!(
-        text.contains("2.0 → 3.0") && text.contains("4 changes in the changelog"),
+        text.contains("$2.00 → $3.00") && text.contains("4 changes in the changelog"),
         "{text}"
     );
 }

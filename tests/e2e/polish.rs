@@ -320,3 +320,77 @@ async fn a_file_error_before_any_request_is_exit_2_and_names_the_users_folder() 
         "{err}"
     );
 }
+
+/// Dates, times and run-stamped file names out of a command's output, so that a snapshot holds
+/// what does not change from run to run.
+fn steady(text: &str) -> String {
+    let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let mut s = text.replace(&today, "YYYYMMDD");
+    // 2026-12-02 01:37:44 -> YYYY-MM-DD hh:mm:ss ; YYYYMMDD_013744 -> YYYYMMDD_hhmmss
+    let shape = |w: &[u8], pattern: &str| {
+        w.len() == pattern.len()
+            && w.iter().zip(pattern.bytes()).all(|(c, p)| match p {
+                b'9' => c.is_ascii_digit(),
+                _ => *c == p,
+            })
+    };
+    for (pattern, shown) in [
+        ("9999-99-99 99:99:99", "YYYY-MM-DD hh:mm:ss"),
+        ("YYYYMMDD_999999-9", "YYYYMMDD_hhmmss"),
+        ("YYYYMMDD_999999", "YYYYMMDD_hhmmss"),
+        ("→ 99:99:99", "→ hh:mm:ss"),
+    ] {
+        let mut out = String::new();
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if i + pattern.len() <= b.len() && shape(&b[i..i + pattern.len()], pattern) {
+                out.push_str(shown);
+                i += pattern.len();
+            } else {
+                let ch = s[i..].chars().next().unwrap();
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+        s = out;
+    }
+    s
+}
+
+/// The tables an instructor reads, at 80 columns: check, update, set-limit, report, log.
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_read_as_documented() {
+    let fake = Fake::start().await;
+    let class = Class::new(
+        "email,name\nada.lovelace@example.edu,Ada Lovelace\nalan.turing@example.edu,Alan Turing\ngrace.hopper@example.edu,Grace Hopper\n",
+    );
+    let run = |args: &[&str]| {
+        let out = class
+            .cmd(&fake)
+            .env("COLUMNS", "80")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        format!("$ classkeys {}\n{}", args.join(" "), steady(&stdout(&out)))
+    };
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    let mut shown = vec![run(&["provision", "--limit", "2"])];
+    let ada = fake.hash_of(&format!(
+        "{}_Ada Lovelace",
+        chrono::Utc::now().format("%Y%m%d")
+    ));
+    fake.set(&ada, "usage", serde_json::json!(1.7));
+    shown.push(run(&["check"]));
+    shown.push(run(&[
+        "set-limit",
+        "--email",
+        "ada.lovelace@example.edu",
+        "--add",
+        "1",
+    ]));
+    shown.push(run(&["report"]));
+    shown.push(run(&["log", "--action", "limit_changed"]));
+    insta::assert_snapshot!(shown.join("\n"));
+}
