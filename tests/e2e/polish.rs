@@ -394,3 +394,26 @@ async fn tables_read_as_documented() {
     shown.push(run(&["log", "--action", "limit_changed"]));
     insta::assert_snapshot!(shown.join("\n"));
 }
+
+/// `delete --all` at a terminal lists whom it would delete (the first 20 and how many more),
+/// says a delete cannot be undone, and a "no" is exit 2 with nothing deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_all_asks_listing_the_students_and_a_no_is_exit_2() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(25));
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    let mut tui = crate::watch::Tui::spawn(&class, &fake, &["delete", "--all"]);
+    let screen = tui.wait_for("[y/N]");
+    assert!(
+        screen.contains("s0001@uni.edu") && screen.contains("s0020@uni.edu"),
+        "{screen}"
+    );
+    assert!(!screen.contains("s0021@uni.edu"), "{screen}");
+    assert!(screen.contains("and 5 more"), "{screen}");
+    assert!(screen.contains("cannot be undone"), "{screen}");
+    tui.press("n\r");
+    let status = tui.child.wait().unwrap();
+    assert_eq!(status.exit_code(), 2);
+    assert_eq!(fake.keys().len(), 25, "nothing was deleted");
+}

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-struct Tui {
-    child: Box<dyn portable_pty::Child + Send + Sync>,
+/// A command in a pseudo-terminal, its screen read back as a terminal would show it.
+pub struct Tui {
+    pub child: Box<dyn portable_pty::Child + Send + Sync>,
     writer: Box<dyn Write + Send>,
     screen: Arc<Mutex<vt100::Parser>>,
     raw: Arc<Mutex<Vec<u8>>>,
@@ -19,6 +20,13 @@ struct Tui {
 
 impl Tui {
     fn start(class: &Class, fake: &Fake, args: &[&str]) -> Tui {
+        let mut all = vec!["watch"];
+        all.extend(args);
+        Tui::spawn(class, fake, &all)
+    }
+
+    /// `classkeys ARGS` in a 30×120 pseudo-terminal.
+    pub fn spawn(class: &Class, fake: &Fake, args: &[&str]) -> Tui {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: 30,
@@ -34,7 +42,6 @@ impl Tui {
         cmd.env("OPENROUTER_BASE_URL", fake.url());
         cmd.env("CLASSKEYS_RETRY_WINDOW", "2");
         cmd.env("TERM", "xterm-256color");
-        cmd.arg("watch");
         cmd.args(args);
         let child = pty.slave.spawn_command(cmd).unwrap();
         drop(pty.slave);
@@ -66,11 +73,11 @@ impl Tui {
         }
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         self.screen.lock().unwrap().screen().contents()
     }
 
-    fn wait_for(&self, what: &str) -> String {
+    pub fn wait_for(&self, what: &str) -> String {
         self.wait_until(what, |t| t.contains(what))
     }
 
@@ -89,7 +96,7 @@ impl Tui {
         }
     }
 
-    fn press(&mut self, keys: &str) {
+    pub fn press(&mut self, keys: &str) {
         self.writer.write_all(keys.as_bytes()).unwrap();
         self.writer.flush().unwrap();
     }
