@@ -70,14 +70,59 @@ impl Ui {
         } else {
             table.load_style(presets::NOTHING);
         }
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|c| shown(c)).collect())
+            .collect();
+        // Columns with no space in any cell (emails, money, percentages) are never broken: a
+        // narrow terminal wraps the others at word boundaries. The first column (the email or
+        // the time) is always whole.
+        let whole: Vec<bool> = (0..headers.len())
+            .map(|i| {
+                i == 0
+                    || (!headers[i].contains(' ')
+                        && rows
+                            .iter()
+                            .all(|r| r.get(i).is_none_or(|c| !c.contains(' '))))
+            })
+            .collect();
+        if self.stdout_tty {
+            // The narrowest such a table can be, with borders: too wide, and it goes borderless.
+            let widest = |i: usize| {
+                let cells = rows.iter().filter_map(|r| r.get(i)).map(String::as_str);
+                let cells: Vec<&str> = std::iter::once(headers[i]).chain(cells).collect();
+                if whole[i] {
+                    cells.iter().map(|c| c.chars().count()).max().unwrap_or(0)
+                } else {
+                    cells
+                        .iter()
+                        .flat_map(|c| c.split(' '))
+                        .map(|w| w.chars().count())
+                        .max()
+                        .unwrap_or(0)
+                }
+            };
+            let content: usize = (0..headers.len()).map(widest).sum();
+            let n = headers.len();
+            if let Some(w) = table.width().map(usize::from) {
+                if content + 4 * n + 1 > w {
+                    table.load_style(presets::NOTHING);
+                }
+                // Narrower than the narrowest layout: no wrapping at all (the terminal folds
+                // whole lines) rather than columns one letter wide.
+                if content + 3 * n > w {
+                    table.set_content_arrangement(ContentArrangement::Disabled);
+                }
+            }
+        }
         table.set_header(headers.iter().map(Cell::new));
         for row in rows {
-            table.add_row(row.iter().map(|c| shown(c)));
+            table.add_row(row);
         }
-        // The first column is the email (or the time): narrow terminals wrap the other columns,
-        // never an address in the middle of a word.
-        if let Some(first) = table.column_mut(0) {
-            first.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+        for (i, keep) in whole.iter().enumerate() {
+            if *keep && let Some(col) = table.column_mut(i) {
+                col.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+            }
         }
         let text = table.to_string();
         let mut out = std::io::stdout().lock();

@@ -421,3 +421,73 @@ async fn delete_all_asks_listing_the_students_and_a_no_is_exit_2() {
     assert_eq!(status.exit_code(), 2);
     assert_eq!(fake.keys().len(), 25, "nothing was deleted");
 }
+
+/// On an 80-column terminal a table wraps other columns at spaces, never an email or an amount
+/// mid-word; a table that cannot fit at all is left unwrapped rather than cut into letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_80_columns_emails_stay_whole() {
+    let fake = Fake::start().await;
+    let class = Class::new(
+        "email,name\nmargaret.hamilton.apollo@example.edu,Margaret Hamilton\nfrances.elizabeth.allen@example.edu,Frances Allen\n",
+    );
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    for args in [&["report"][..], &["check"][..]] {
+        let mut tui = crate::watch::Tui::spawn_sized(&class, &fake, args, 80);
+        assert!(tui.child.wait().unwrap().success());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let screen = tui.text();
+        for email in [
+            "margaret.hamilton.apollo@example.edu",
+            "frances.elizabeth.allen@example.edu",
+        ] {
+            assert!(screen.contains(email), "{args:?}: {email} cut:\n{screen}");
+        }
+        assert!(screen.contains("$0.00"), "money is never cut: {screen}");
+    }
+}
+
+/// The SANDBOX banner once per command, not once per step of `demo`.
+#[test]
+fn the_sandbox_banner_once_in_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = assert_ok(
+        bare(dir.path())
+            .args(["demo", "--dir", "d"])
+            .output()
+            .unwrap(),
+    );
+    let all = stdout(&out) + &stderr(&out);
+    assert_eq!(
+        all.matches("SANDBOX: using the built-in").count(),
+        1,
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narrow_table_that_fits_wraps_names_at_spaces() {
+    let fake = Fake::start().await;
+    let class = Class::new(
+        "email,name\nada@example.edu,Ada Augusta King Lovelace\nalan@example.edu,Alan Mathison Turing\n",
+    );
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    let mut tui = crate::watch::Tui::spawn_sized(&class, &fake, &["report"], 72);
+    assert!(tui.child.wait().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let screen = tui.text();
+    let table: Vec<&str> = screen
+        .lines()
+        .take_while(|l| !l.contains("students ("))
+        .collect();
+    assert!(table.iter().all(|l| l.chars().count() <= 72), "{screen}");
+    assert!(
+        screen.contains("ada@example.edu") && screen.contains("$2.00"),
+        "{screen}"
+    );
+    // Names wrap between words.
+    for word in ["Augusta", "Lovelace", "Mathison", "Turing"] {
+        assert!(screen.contains(word), "{word} cut:\n{screen}");
+    }
+}

@@ -27,10 +27,15 @@ impl Tui {
 
     /// `classkeys ARGS` in a 30×120 pseudo-terminal.
     pub fn spawn(class: &Class, fake: &Fake, args: &[&str]) -> Tui {
+        Tui::spawn_sized(class, fake, args, 120)
+    }
+
+    /// `classkeys ARGS` in a pseudo-terminal 30 rows high and `cols` wide.
+    pub fn spawn_sized(class: &Class, fake: &Fake, args: &[&str], cols: u16) -> Tui {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: 30,
-                cols: 120,
+                cols,
                 pixel_width: 0,
                 pixel_height: 0,
             })
@@ -49,7 +54,7 @@ impl Tui {
         let writer = pty.master.take_writer().unwrap();
         let screen = Arc::new(Mutex::new(vt100::Parser::new(
             std::num::NonZeroU16::new(30).unwrap(),
-            std::num::NonZeroU16::new(120).unwrap(),
+            std::num::NonZeroU16::new(cols).unwrap(),
             0,
         )));
         let raw = Arc::new(Mutex::new(Vec::new()));
