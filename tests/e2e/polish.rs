@@ -463,6 +463,20 @@ fn the_sandbox_banner_once_in_the_demo() {
         1,
         "{all}"
     );
+    // The closing hint names the command as this user can run it (not on PATH: its full path).
+    let hint = all
+        .lines()
+        .find(|l| l.starts_with("Try more in that folder"))
+        .unwrap_or_else(|| panic!("no closing hint:\n{all}"));
+    let me = hint
+        .split("&& ")
+        .nth(1)
+        .and_then(|r| r.split(" --sandbox").next())
+        .unwrap_or_else(|| panic!("{hint}"));
+    assert!(
+        std::path::Path::new(me).is_file(),
+        "{me} is not runnable: {hint}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
