@@ -366,6 +366,7 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
         .map(|k| (k.hash.clone(), k.email.clone(), k.key_name.clone()))
         .collect();
     let mut handled: HashSet<i64> = HashSet::new();
+    let mut lookups: Vec<(String, String, String)> = Vec::new();
     for (hash, email, key_name) in missing {
         if let Some(intent) = open_delete.get(hash.as_str()) {
             handled.insert(intent.id);
@@ -390,9 +391,31 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
             ));
             continue;
         }
-        match class.client.get_key(&hash) {
-            Ok(key) => class.account.push(key),
-            Err(e) if e.status() == Some(404) => {
+        lookups.push((hash, email, key_name));
+    }
+    // Looked up together, through the pool: a class whose keys were deleted in the dashboard
+    // pays one round of requests, not one after another.
+    let mut found: Vec<Option<Result<Key, ApiError>>> = (0..lookups.len()).map(|_| None).collect();
+    {
+        let client = &class.client;
+        let indexed: Vec<usize> = (0..lookups.len()).collect();
+        pool::run(
+            client.jobs(),
+            &indexed,
+            |i| client.get_key(&lookups[*i].0),
+            |r| matches!(r, Err(e) if e.status() != Some(404)),
+            |i, r| {
+                found[*i] = Some(r);
+                true
+            },
+        );
+    }
+    for ((hash, email, key_name), result) in lookups.into_iter().zip(found) {
+        match result {
+            // Not asked: an earlier lookup failed and stopped the others.
+            None => continue,
+            Some(Ok(key)) => class.account.push(key),
+            Some(Err(e)) if e.status() == Some(404) => {
                 if !dry_run {
                     class.store.record_changes(
                         &[],
@@ -408,7 +431,7 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
                 }
                 report.gone_outside.push((email, key_name));
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 return Err(anyhow::Error::new(e)
                     .context("looking up a key of the class that the listing did not show"));
             }

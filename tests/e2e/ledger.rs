@@ -877,3 +877,52 @@ async fn a_class_in_a_workspace_names_it_on_every_listing_and_create() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
+
+/// Keys gone from the account (deleted in the dashboard) are looked up together, each marked
+/// once; a lookup that fails for another reason stops the run without marking that key.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_keys_deleted_outside_are_each_looked_up_and_marked() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(30));
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    let hashes: Vec<String> = fake
+        .keys()
+        .iter()
+        .map(|k| k["hash"].as_str().unwrap().to_string())
+        .collect();
+    for h in &hashes[..25] {
+        fake.take(h).unwrap();
+    }
+    // One lookup answers 400: the run stops; what was marked is truly gone, the key asked
+    // about is not marked.
+    fake.fault(&format!("GET {}", hashes[0]), Fault::Status(400));
+    let out = class.cmd(&fake).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(class.count("SELECT COUNT(*) FROM changelog WHERE action = 'deleted_outside'") < 25);
+    assert_eq!(
+        class.count(&format!(
+            "SELECT COUNT(*) FROM changelog WHERE action = 'deleted_outside' AND key_hash = '{}'",
+            hashes[0]
+        )),
+        0
+    );
+    let before = class.count("SELECT COUNT(*) FROM changelog WHERE action = 'deleted_outside'");
+    let out = assert_ok(class.cmd(&fake).arg("check").output().unwrap());
+    assert_eq!(
+        class.count("SELECT COUNT(*) FROM changelog WHERE action = 'deleted_outside'"),
+        25
+    );
+    assert_eq!(
+        stderr(&out).matches("deleted outside classkeys").count() as i64,
+        25 - before,
+        "each key is said once"
+    );
+    let lookups = fake
+        .requests()
+        .await
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && p.starts_with("/api/v1/keys/"))
+        .count();
+    assert!(lookups >= 25, "{lookups}");
+}
