@@ -37,6 +37,9 @@ pub enum Op {
         email: String,
         name: String,
         new: NewKey,
+        /// The new key must end disabled (a rotated disabled student's): a create cannot say
+        /// so, so a PATCH follows, and the journal remembers it until it is done.
+        disable: bool,
     },
     Patch {
         email: String,
@@ -59,12 +62,23 @@ impl Op {
 
     fn intent(&self, account: &[Key]) -> NewIntent {
         match self {
-            Op::Create { email, new, .. } => NewIntent {
+            Op::Create {
+                email,
+                new,
+                disable,
+                ..
+            } => NewIntent {
                 action: IntentAction::Create,
                 email: email.clone(),
                 hash: None,
                 key_name: new.name.clone(),
-                body: serde_json::to_string(new).unwrap_or_default(),
+                body: {
+                    let mut body = serde_json::to_value(new).unwrap_or_default();
+                    if let (true, Some(obj)) = (*disable, body.as_object_mut()) {
+                        obj.insert(DISABLE_AFTER.into(), serde_json::Value::Bool(true));
+                    }
+                    body.to_string()
+                },
                 prior: None,
                 before: Some(
                     account
@@ -329,6 +343,46 @@ fn deleted_change(email: &str, key: &Key, why: &DeleteWhy) -> Change {
     }
 }
 
+/// In a create's journal entry: the new key must end disabled.
+pub const DISABLE_AFTER: &str = "classkeys_disable_after";
+
+/// Keys made by a create that had to be followed by a disable (a rotated disabled student's)
+/// and never were, because the run stopped in between: disabled now.
+fn finish_disables(ctx: &Ctx, class: &mut Class) -> Result<()> {
+    let pending = class.store.undisabled_creates(DISABLE_AFTER)?;
+    let ops: Vec<Op> = pending
+        .into_iter()
+        .filter_map(|(email, hash)| {
+            class
+                .account
+                .iter()
+                .find(|k| k.hash == hash && !k.disabled)
+                .map(|k| Op::Patch {
+                    email,
+                    before: k.clone(),
+                    patch: Patch {
+                        disabled: Some(true),
+                        ..Patch::default()
+                    },
+                })
+        })
+        .collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let n = ops.len();
+    let applied = execute(ctx, class, ops, "disabling re-issued keys")?;
+    if let Some((email, e)) = applied.failure {
+        return Err(anyhow::Error::new(e).context(format!(
+            "disabling the re-issued key of {email}, which an interrupted rotate left enabled"
+        )));
+    }
+    ctx.ui.note(format!(
+        "classkeys: disabled {n} re-issued key(s) of disabled students that an interrupted rotate had left enabled"
+    ));
+    Ok(())
+}
+
 /// A create journaled this long ago and not found on the account never landed.
 const LATE: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -488,6 +542,7 @@ pub fn settle(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Settlement>
     }
     class.refresh_known()?;
     report.discarded = settle_creates(ctx, class)?;
+    finish_disables(ctx, class)?;
     Ok(report)
 }
 

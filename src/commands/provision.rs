@@ -192,6 +192,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             email: p.email,
             name: p.name,
             new: p.new,
+            disable: false,
         })
         .collect();
     let mut applied = apply::execute(ctx, &mut class, ops, "creating keys")?;

@@ -124,10 +124,11 @@ pub fn run(ctx: &mut Ctx, args: RotateArgs) -> Result<Exit> {
     class.record(at)?;
     let creates = old
         .iter()
-        .map(|(email, name, _, new)| Op::Create {
+        .map(|(email, name, old_key, new)| Op::Create {
             email: email.clone(),
             name: name.clone(),
             new: new.clone(),
+            disable: old_key.disabled,
         })
         .collect();
     let mut made = apply::execute(ctx, &mut class, creates, "creating keys")?;

@@ -641,6 +641,22 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// (email, hash) of the keys made by a create whose journal entry says `marker` (the key
+    /// must end disabled) and that no `disabled` changelog row has followed yet.
+    pub fn undisabled_creates(&self, marker: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT i.email, i.key_hash FROM intent i
+             WHERE i.action = 'create' AND i.outcome = 'landed' AND i.key_hash IS NOT NULL
+               AND i.body LIKE '%' || ?1 || '%'
+               AND NOT EXISTS (SELECT 1 FROM changelog c
+                               WHERE c.key_hash = i.key_hash AND c.action IN ('disabled', 'deleted'))",
+        )?;
+        let rows = stmt.query_map([format!("\"{marker}\":true")], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Hashes of the keys whose secret `send-keys` has mailed.
     pub fn mailed(&self) -> Result<std::collections::HashSet<String>> {
         let mut stmt = self
