@@ -989,37 +989,21 @@ pub fn settle_guardrail(ctx: &Ctx, class: &mut Class) -> Result<usize> {
     let listing = client.list_guardrails().map_err(|e| {
         anyhow::Error::new(e).context("listing guardrails to settle an interrupted run")
     })?;
-    // Which keys hold a guardrail: the account-wide listing, or (a server without it) the
-    // guardrail's own, asked for each guardrail an open assignment names.
-    let held: HashMap<String, String> = match client.key_assignments() {
-        Ok(list) => list
-            .into_iter()
-            .map(|a| (a.key_hash, a.guardrail_id))
-            .collect(),
-        Err(e) if matches!(e.status(), Some(404 | 405 | 501)) => {
-            let ids: HashSet<&str> = open
-                .iter()
-                .filter(|i| {
-                    matches!(
-                        i.action,
-                        IntentAction::GuardrailAssign | IntentAction::GuardrailUnassign
-                    )
-                })
-                .filter_map(|i| i.hash.as_deref())
-                .collect();
-            let mut held = HashMap::new();
-            for id in ids {
-                for a in client.guardrail_keys(id).unwrap_or_default() {
-                    held.insert(a.key_hash, id.to_string());
-                }
-            }
-            held
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context("listing guardrail assignments to settle an interrupted run"));
-        }
-    };
+    // Which keys hold a guardrail, for the open assignments.
+    let ids: std::collections::BTreeSet<&str> = open
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.action,
+                IntentAction::GuardrailAssign | IntentAction::GuardrailUnassign
+            )
+        })
+        .filter_map(|i| i.hash.as_deref())
+        .collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let held = crate::guardrail::held(client, &ids).map_err(|e| {
+        anyhow::Error::new(e).context("listing guardrail assignments to settle an interrupted run")
+    })?;
     let mut decided = Vec::new();
     for intent in open {
         let body: GuardrailBody =

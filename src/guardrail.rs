@@ -516,29 +516,33 @@ pub fn read(ctx: &Ctx, class: &mut Class, dry_run: bool) -> Result<Standing> {
             current = Some(g);
         }
     }
-    let held = assignments(class, current.as_ref().map(|g| g.id.as_str()))?;
+    let ids: Vec<&str> = current.iter().map(|g| g.id.as_str()).collect();
+    let held = held(&class.client, &ids)
+        .map_err(|e| anyhow::Error::new(e).context("listing guardrail assignments"))?;
     Ok(Standing { current, held })
 }
 
 /// Which guardrail each key holds: the account-wide listing, or (where a server lacks it) the
-/// class guardrail's own.
-fn assignments(class: &Class, id: Option<&str>) -> Result<HashMap<String, String>> {
-    match class.client.key_assignments() {
+/// listings of the guardrails `ids` names.
+pub fn held(
+    client: &crate::openrouter::Client,
+    ids: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    match client.key_assignments() {
         Ok(list) => Ok(list
             .into_iter()
             .map(|a| (a.key_hash, a.guardrail_id))
             .collect()),
-        Err(e) if matches!(e.status(), Some(404 | 405 | 501)) => match id {
-            Some(id) => Ok(class
-                .client
-                .guardrail_keys(id)
-                .map_err(|e| anyhow::Error::new(e).context("listing the class guardrail's keys"))?
-                .into_iter()
-                .map(|a| (a.key_hash, id.to_string()))
-                .collect()),
-            None => Ok(HashMap::new()),
-        },
-        Err(e) => Err(anyhow::Error::new(e).context("listing guardrail assignments")),
+        Err(e) if matches!(e.status(), Some(404 | 405 | 501)) => {
+            let mut held = HashMap::new();
+            for id in ids {
+                for a in client.guardrail_keys(id)? {
+                    held.insert(a.key_hash, id.to_string());
+                }
+            }
+            Ok(held)
+        }
+        Err(e) => Err(e),
     }
 }
 
