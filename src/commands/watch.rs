@@ -155,7 +155,7 @@ impl App {
         loop {
             if Instant::now() >= self.next_tick {
                 terminal.draw(|f| self.draw(f, true))?;
-                self.refresh(ctx, naming);
+                self.refresh(naming);
                 self.next_tick = Instant::now() + self.every;
             }
             terminal.draw(|f| self.draw(f, false))?;
@@ -203,7 +203,7 @@ impl App {
     }
 
     /// One listing of the account, and (at most once a minute) the usage rows.
-    fn refresh(&mut self, ctx: &Ctx, naming: &Naming) {
+    fn refresh(&mut self, naming: &Naming) {
         let Some(client) = self.client.as_ref() else {
             return;
         };
@@ -277,7 +277,7 @@ impl App {
             .is_none_or(|t| now.duration_since(t) >= RECORD_EVERY)
         {
             // Usage rows need the lock; another command holding it just means later.
-            if self.record(ctx, roster, books, account, naming).is_ok() {
+            if self.record(roster, books, account, naming).is_ok() {
                 self.recorded = Some(now);
             }
         }
@@ -286,7 +286,6 @@ impl App {
     /// The usage rows of this look at the account, as `check` records them.
     fn record(
         &mut self,
-        _ctx: &Ctx,
         roster: Roster,
         books: reconcile::Books,
         account: Vec<Key>,
@@ -340,21 +339,21 @@ impl App {
         let Some(key) = &s.key else {
             return self.say(format!("{} has no key: nothing to change", s.email), true);
         };
-        let Some(limit) = key.limit else {
+        if key.limit.is_none() {
             return self.say(
                 format!("{}'s key is unlimited: + and - leave it unlimited", s.email),
                 true,
             );
-        };
-        let new = ((limit + by).max(0.0) * 100.0).round() / 100.0 + 0.0;
-        if crate::domain::same_money(Some(new), Some(limit)) {
-            return self.say(format!("{}'s limit is already $0.00", s.email), true);
         }
+        // The same rule as `set-limit --add`: never below $0, to the cent.
+        let Some(new) = super::set_limit::Change::Add(by).apply(key) else {
+            return self.say(format!("{}'s limit is already $0.00", s.email), true);
+        };
         self.change(
             ctx,
             &s.email,
             Patch {
-                limit: Some(Some(new)),
+                limit: Some(new),
                 ..Default::default()
             },
         );
@@ -445,14 +444,7 @@ impl App {
 
     /// Dollars a minute over the last five minutes of refreshes.
     fn rate(&self) -> Option<f64> {
-        let (t1, last) = self.samples.back()?;
-        let (t0, first) = self
-            .samples
-            .iter()
-            .find(|(t, _)| t1.duration_since(*t) <= RATE_WINDOW)?;
-        // Less than a minute of history says little about a rate.
-        let minutes = t1.duration_since(*t0).as_secs_f64() / 60.0;
-        (minutes >= 1.0).then(|| ((last - first) / minutes).max(0.0))
+        spend_rate(&self.samples)
     }
 
     fn draw(&self, f: &mut Frame, refreshing: bool) {
@@ -606,6 +598,17 @@ impl App {
     }
 }
 
+/// Dollars a minute over the last five minutes of (time, class total) samples, oldest first;
+/// `None` before a minute of history (it says little about a rate).
+fn spend_rate(samples: &VecDeque<(Instant, f64)>) -> Option<f64> {
+    let (t1, last) = samples.back()?;
+    let (t0, first) = samples
+        .iter()
+        .find(|(t, _)| t1.duration_since(*t) <= RATE_WINDOW)?;
+    let minutes = t1.duration_since(*t0).as_secs_f64() / 60.0;
+    (minutes >= 1.0).then(|| ((last - first) / minutes).max(0.0))
+}
+
 fn describe(patch: &Patch) -> String {
     match (patch.limit, patch.disabled) {
         (Some(l), _) => format!("limit set to {}", limit_text(l)),
@@ -649,5 +652,26 @@ impl Drop for Muted {
                 libc::close(saved);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spend_rate_is_over_the_last_five_minutes_once_a_minute_is_seen() {
+        let t = Instant::now();
+        let at = |secs: u64, total: f64| (t + Duration::from_secs(secs), total);
+        let mut samples = VecDeque::from([at(0, 1.0), at(30, 1.5)]);
+        assert_eq!(spend_rate(&samples), None, "half a minute says nothing");
+        samples.push_back(at(120, 3.0));
+        assert_eq!(spend_rate(&samples), Some(1.0), "$2 in 2 minutes");
+        // Older than five minutes no longer counts: from 120 s ($3) to 420 s ($6).
+        samples.push_back(at(420, 6.0));
+        assert_eq!(spend_rate(&samples), Some(0.6));
+        // Usage never goes down into a negative rate.
+        samples.push_back(at(480, 0.0));
+        assert_eq!(spend_rate(&samples), Some(0.0));
     }
 }
