@@ -559,13 +559,24 @@ pub fn holders(class: &Class) -> Result<Option<std::collections::HashSet<String>
     }
 }
 
+/// What happens to the guardrail itself, as the output and `--json` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Unchanged,
+    Created,
+    Changed,
+    Deleted,
+}
+
 /// What `sync` planned and did, for the output.
 #[derive(Debug, Default, Serialize)]
 pub struct Synced {
     pub name: String,
     pub id: Option<String>,
-    /// created, changed, deleted, unchanged (or "would …" in a dry run: see `dry_run`).
-    pub action: &'static str,
+    /// What was (or, in a dry run, would be) done to the guardrail.
+    pub action: Action,
     pub changes: Vec<FieldChange>,
     pub assigned: Vec<Holder>,
     pub unassigned: Vec<Holder>,
@@ -596,6 +607,10 @@ pub fn sync(
     }
     let name = class_name(class, dry_run)?;
     let standing = read(ctx, class, dry_run)?;
+    if spec.is_none() && standing.current.is_none() {
+        // The file asks for none, and the one keys.db knew of is gone already.
+        return Ok(None);
+    }
     let keys = class_keys(class, &standing.held);
     let learned: Learned = class
         .store
@@ -603,9 +618,6 @@ pub fn sync(
         .and_then(|m| serde_json::from_str(&m).ok())
         .unwrap_or_default();
     let mut plan = plan(spec, standing.current.as_ref(), &keys, &name, &learned);
-    if spec.is_none() && standing.current.is_none() {
-        return Ok(None);
-    }
     // Name the guardrails the class's keys are moved from.
     let mut names: HashMap<String, String> = HashMap::new();
     for h in plan.assign.iter_mut().filter(|h| h.held.is_some()) {
@@ -626,10 +638,10 @@ pub fn sync(
             .map_or(name.clone(), |g| g.name.clone()),
         id: standing.current.as_ref().map(|g| g.id.clone()),
         action: match &plan.step {
-            Step::Nothing => "unchanged",
-            Step::Create { .. } => "created",
-            Step::Patch { .. } => "changed",
-            Step::Delete => "deleted",
+            Step::Nothing => Action::Unchanged,
+            Step::Create { .. } => Action::Created,
+            Step::Patch { .. } => Action::Changed,
+            Step::Delete => Action::Deleted,
         },
         changes: match &plan.step {
             Step::Patch { changes, .. } => changes.clone(),
@@ -752,18 +764,18 @@ pub fn tell(ctx: &Ctx, s: &Synced, dry_run: bool) {
     };
     let g = format!("guardrail {:?}", s.name);
     match s.action {
-        "created" => ctx
+        Action::Created => ctx
             .ui
             .say(format!("{g}: {}", would("created", "create it"))),
-        "changed" => ctx.ui.say(format!("{g}: {}", would("changed", "change"))),
-        "deleted" => ctx.ui.say(format!(
+        Action::Changed => ctx.ui.say(format!("{g}: {}", would("changed", "change"))),
+        Action::Deleted => ctx.ui.say(format!(
             "{g}: {} (classkeys.toml asks for none)",
             would("deleted", "delete it")
         )),
         _ => {}
     }
     for c in &s.changes {
-        if s.action == "created" {
+        if s.action == Action::Created {
             ctx.ui.say(format!("  {}: {}", c.field, c.new));
         } else {
             ctx.ui.say(format!("  {}: {} → {}", c.field, c.old, c.new));

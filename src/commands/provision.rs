@@ -215,13 +215,16 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
             held_name: None,
         })
         .collect();
-    let guardrail_failure = if synced.as_ref().is_some_and(|s| s.action != "deleted") {
+    let guardrail_failure = if synced
+        .as_ref()
+        .is_some_and(|s| s.action != guardrail::Action::Deleted)
+    {
         guardrail::assign_new(ctx, &mut class, new_keys.clone())?
     } else {
         None
     };
     if let Some(s) = &mut synced {
-        if guardrail_failure.is_none() && s.action != "deleted" {
+        if guardrail_failure.is_none() && s.action != guardrail::Action::Deleted {
             s.assigned.extend(new_keys);
         }
         if s.failure.is_none() {
@@ -312,7 +315,7 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
         }
         if let Some(s) = &synced
             && !created.is_empty()
-            && s.action != "deleted"
+            && s.action != guardrail::Action::Deleted
             && guardrail_failure.is_none()
         {
             ctx.ui.say(format!(
