@@ -12,7 +12,7 @@ use lettre::address::Envelope;
 use lettre::message::{Mailbox, Message, header::ContentType};
 use serde::Serialize;
 
-use super::class::{Class, limit_text, open_store, sandbox_tag};
+use super::class::{Class, Failed, limit_text, open_store, sandbox_tag};
 use super::toggle::check_emails;
 use crate::cli::SendKeysArgs;
 use crate::context::Ctx;
@@ -28,11 +28,11 @@ use crate::mail::{Mailer, PASSWORD_VAR, Refused};
 const OUTBOX: &str = "outbox";
 
 #[derive(Serialize)]
-struct Report {
+struct Report<'a> {
     dry_run: bool,
-    sent: Vec<Sent>,
-    skipped: Vec<Skipped>,
-    failed: Vec<Failed>,
+    sent: &'a [Sent],
+    skipped: &'a [Skipped],
+    failed: &'a [Failed],
     /// With --dry-run: where the messages are.
     outbox: Option<String>,
 }
@@ -52,12 +52,6 @@ struct Sent {
 struct Skipped {
     email: String,
     reason: String,
-}
-
-#[derive(Serialize)]
-struct Failed {
-    email: String,
-    error: String,
 }
 
 /// One message, ready to go.
@@ -346,21 +340,9 @@ fn show(
     if ctx.ui.json {
         return ctx.ui.json(&Report {
             dry_run: outbox.is_some(),
-            sent: sent.to_vec(),
-            skipped: skipped
-                .iter()
-                .map(|s| Skipped {
-                    email: s.email.clone(),
-                    reason: s.reason.clone(),
-                })
-                .collect(),
-            failed: failed
-                .iter()
-                .map(|f| Failed {
-                    email: f.email.clone(),
-                    error: f.error.clone(),
-                })
-                .collect(),
+            sent,
+            skipped,
+            failed,
             outbox: outbox.map(|d| d.display().to_string()),
         });
     }
