@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::commands::class::Class;
 use crate::context::Ctx;
 use crate::domain::{
-    Change, Guardrail, Intent, IntentAction, Key, NewIntent, NewKey, Patch, Settled,
+    Change, Guardrail, GuardrailSpec, Intent, IntentAction, Key, NewIntent, NewKey, Patch, Settled,
 };
 use crate::guardrail::{FieldChange, Holder};
 use crate::openrouter::ApiError;
@@ -663,6 +663,8 @@ pub enum GuardrailOp {
         name: String,
         body: serde_json::Value,
         changes: Vec<FieldChange>,
+        /// What the file asks: a later run compares the account with it, field by field.
+        spec: GuardrailSpec,
     },
     Delete {
         id: String,
@@ -692,6 +694,9 @@ struct GuardrailBody {
     changes: Vec<(String, String, String)>,
     #[serde(default)]
     keys: Vec<(String, String, Option<String>)>,
+    /// A PATCH's settings, as the file gave them.
+    #[serde(default)]
+    spec: Option<GuardrailSpec>,
 }
 
 /// What a batch of guardrail changes came to.
@@ -727,12 +732,14 @@ impl GuardrailOp {
                 name,
                 body,
                 changes,
+                spec,
             } => (
                 IntentAction::GuardrailPatch,
                 Some(id),
                 name,
                 GuardrailBody {
                     request: body.clone(),
+                    spec: Some(spec.clone()),
                     changes: changes
                         .iter()
                         .map(|c| (c.field.to_string(), c.old.clone(), c.new.clone()))
@@ -1004,6 +1011,7 @@ pub fn settle_guardrail(ctx: &Ctx, class: &mut Class) -> Result<usize> {
     let held = crate::guardrail::held(client, &ids).map_err(|e| {
         anyhow::Error::new(e).context("listing guardrail assignments to settle an interrupted run")
     })?;
+    let learned = crate::guardrail::Learned::read(&class.store)?;
     let mut decided = Vec::new();
     for intent in open {
         let body: GuardrailBody =
@@ -1019,7 +1027,7 @@ pub fn settle_guardrail(ctx: &Ctx, class: &mut Class) -> Result<usize> {
                     Some(g) => Some(g.clone()),
                     None => client.get_guardrail(&id).ok(),
                 };
-                g.filter(|g| guardrail_shows(g, &body.request))
+                g.filter(|g| patch_landed(g, &body, &learned))
                     .map(|_| id.clone())
             }
             IntentAction::GuardrailDelete => match client.get_guardrail(&id) {
@@ -1065,46 +1073,15 @@ pub fn settle_guardrail(ctx: &Ctx, class: &mut Class) -> Result<usize> {
     Ok(landed)
 }
 
-/// Whether a guardrail shows every field a PATCH sent (lists compared as sets).
-fn guardrail_shows(g: &Guardrail, request: &serde_json::Value) -> bool {
-    let have = serde_json::to_value(g).unwrap_or_default();
-    let set = |v: &serde_json::Value| -> Option<std::collections::BTreeSet<String>> {
-        v.as_array().map(|a| {
-            a.iter()
-                .map(|x| match x {
-                    serde_json::Value::String(s) => s.to_lowercase(),
-                    other => format!("{}:{}", other["slug"], other["action"]),
-                })
-                .collect()
-        })
+/// Whether a guardrail shows every setting a PATCH changed: the same field-by-field comparison
+/// `update` plans with.
+fn patch_landed(g: &Guardrail, body: &GuardrailBody, learned: &crate::guardrail::Learned) -> bool {
+    let Some(spec) = &body.spec else {
+        return false;
     };
-    request.as_object().is_none_or(|fields| {
-        fields.iter().all(|(k, want)| {
-            let got = &have[k];
-            match (want, got) {
-                (serde_json::Value::Array(_), _) if k == "allowed_models" => {
-                    let w: Vec<String> = want
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect();
-                    let h: Vec<String> = got
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect();
-                    crate::guardrail::same_models(&w, &h)
-                }
-                (serde_json::Value::Array(_), _) => set(want) == set(got),
-                (serde_json::Value::Number(w), _) => {
-                    crate::domain::same_money(w.as_f64(), got.as_f64())
-                }
-                _ => want == got,
-            }
-        })
-    })
+    crate::guardrail::differences(spec, g, learned)
+        .iter()
+        .all(|d| !body.changes.iter().any(|(field, _, _)| field == d.field))
 }
 
 #[cfg(test)]

@@ -81,6 +81,16 @@ pub struct Learned {
     pub seen: Vec<String>,
 }
 
+impl Learned {
+    /// What keys.db remembers of the last `allowed_models` sent.
+    pub fn read(store: &crate::store::Store) -> Result<Learned> {
+        Ok(store
+            .meta(META_MODELS)?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or_default())
+    }
+}
+
 /// The plan that makes the account's class guardrail (`current`) what the file asks (`spec`).
 pub fn plan(
     spec: Option<&GuardrailSpec>,
@@ -592,10 +602,26 @@ impl Synced {
 }
 
 /// Make the account's class guardrail what classkeys.toml asks for, and give it to every key
-/// of the class (or take it off them and delete it, when the file no longer asks for one).
+/// of the class (or take it off them and delete it, when the file no longer asks for one), and
+/// say what was done (or would be, in a dry run) unless the output is `--json`.
 /// Sends nothing when there is nothing to do, or for `dry_run`. `None`: the class has no
 /// guardrail and wants none (no request was sent).
 pub fn sync(
+    ctx: &Ctx,
+    class: &mut Class,
+    config: &ClassConfig,
+    dry_run: bool,
+) -> Result<Option<Synced>> {
+    let synced = plan_and_send(ctx, class, config, dry_run)?;
+    if let Some(s) = &synced
+        && !ctx.ui.json
+    {
+        tell(ctx, s, dry_run);
+    }
+    Ok(synced)
+}
+
+fn plan_and_send(
     ctx: &Ctx,
     class: &mut Class,
     config: &ClassConfig,
@@ -612,11 +638,7 @@ pub fn sync(
         return Ok(None);
     }
     let keys = class_keys(class, &standing.held);
-    let learned: Learned = class
-        .store
-        .meta(META_MODELS)?
-        .and_then(|m| serde_json::from_str(&m).ok())
-        .unwrap_or_default();
+    let learned = Learned::read(&class.store)?;
     let mut plan = plan(spec, standing.current.as_ref(), &keys, &name, &learned);
     // Name the guardrails the class's keys are moved from.
     let mut names: HashMap<String, String> = HashMap::new();
@@ -668,6 +690,7 @@ pub fn sync(
             name: synced.name.clone(),
             body: body.clone(),
             changes: changes.clone(),
+            spec: spec.cloned().unwrap_or_default(),
         }),
         _ => {}
     }
@@ -754,7 +777,7 @@ fn class_keys(class: &Class, held: &HashMap<String, String>) -> Vec<Holder> {
 }
 
 /// Say what `sync` did (or would do).
-pub fn tell(ctx: &Ctx, s: &Synced, dry_run: bool) {
+fn tell(ctx: &Ctx, s: &Synced, dry_run: bool) {
     let would = |done: &str, planned: &str| {
         if dry_run {
             format!("would {planned}")

@@ -73,11 +73,6 @@ pub fn run(ctx: &mut Ctx, args: ProvisionArgs) -> Result<Exit> {
     let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
     // The guardrail first: the new keys get it right after they are made.
     let mut synced = guardrail::sync(ctx, &mut class, &config, args.dry_run)?;
-    if let Some(s) = &synced
-        && !ctx.ui.json
-    {
-        guardrail::tell(ctx, s, args.dry_run);
-    }
     let mut warnings = Vec::new();
     let mut discarded = class.settled.discarded.clone();
     if args.dry_run {

@@ -100,11 +100,6 @@ pub fn run(ctx: &mut Ctx, args: UpdateArgs) -> Result<Exit> {
     let mut class = Class::load(ctx, store, roster, &args.db.db, args.dry_run)?;
     // First the class guardrail, as classkeys.toml asks; then the keys, as limits.csv does.
     let mut synced = guardrail::sync(ctx, &mut class, &config, args.dry_run)?;
-    if let Some(s) = &synced
-        && !ctx.ui.json
-    {
-        guardrail::tell(ctx, s, args.dry_run);
-    }
     let guardrail_failure = synced.as_mut().and_then(|s| s.failure.take());
     let view = class.view();
     let (planned, skipped) = reconcile::plan_updates(&view, &limits);

@@ -472,3 +472,41 @@ async fn a_server_without_the_account_wide_assignment_listing_still_converges() 
     let doc = ok_json(&class, &fake, &["check"]);
     assert_eq!(doc["students"][2]["guardrail"], json!(true));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guardrail_change_killed_before_its_answer_is_recorded_from_the_account() {
+    let fake = Fake::start().await;
+    let class = Class::new(&roster(2));
+    class.write("classkeys.toml", FULL);
+    assert_ok(class.cmd(&fake).arg("init-db").output().unwrap());
+    assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
+    class.write(
+        "classkeys.toml",
+        &FULL.replace("daily_limit = 1.00", "daily_limit = 4"),
+    );
+    // The PATCH lands, and the process dies before recording it.
+    let out = class
+        .cmd(&fake)
+        .env("CLASSKEYS_FAULT", "guardrail-answered:1")
+        .arg("update")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(fake.guardrails()[0]["limit_usd"], json!(4.0));
+    assert_eq!(changelog(&class, "guardrail_changed"), 0);
+    let out = assert_ok(class.cmd(&fake).arg("check").output().unwrap());
+    assert!(
+        stderr(&out).contains("recorded 1 guardrail change(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(changelog(&class, "guardrail_changed"), 1);
+    assert_eq!(
+        class.count("SELECT COUNT(*) FROM intent WHERE state = 'open'"),
+        0
+    );
+    // And nothing more to send.
+    let before = changes(&fake).await.len();
+    assert_ok(class.cmd(&fake).arg("update").output().unwrap());
+    assert_eq!(changes(&fake).await.len(), before);
+}
