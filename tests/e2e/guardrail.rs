@@ -427,7 +427,7 @@ async fn a_class_in_a_workspace_makes_and_lists_its_guardrail_there() {
     assert_ok(class.cmd(&fake).arg("provision").output().unwrap());
     let g = fake.guardrails();
     assert_eq!(g[0]["workspace_id"], json!(WORKSPACE_ID));
-    // An interrupted create is looked for in the workspace.
+    // The guardrail's create and every key's carry the workspace.
     let reqs = fake.requests().await;
     let posts: Vec<&(String, String, String)> = reqs
         .iter()
@@ -436,7 +436,6 @@ async fn a_class_in_a_workspace_makes_and_lists_its_guardrail_there() {
     for (_, _, body) in posts {
         assert!(body.contains(WORKSPACE_ID), "{body}");
     }
-    class.write("classkeys.toml", "");
     std::fs::remove_file(class.path("classkeys.toml")).unwrap();
     fake.state.lock().unwrap().guardrails[0]["name"] = json!("renamed in the dashboard");
     // Found by id, it is still the class's, and deleted.

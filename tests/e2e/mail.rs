@@ -166,7 +166,6 @@ fn each_has_their_own(smtp: &Smtp, class: &Class, times: usize) {
                 to[0].ends_with(&format!("<{email}>")) && !to[0].contains(','),
                 "{data}"
             );
-            assert!(data.contains(&format!("<{email}>")), "{data}");
             assert!(
                 data.contains(secret.as_str()),
                 "{email} did not get their key:\n{data}"
