@@ -713,6 +713,15 @@ mod tests {
             a["data"]["data"],
             json!([{"api_key_id": name, "model": "google/gemini-2.5-flash", "total_usage": 0.25, "request_count": 1}])
         );
+        // What the sandbox does not know is refused, not answered with nothing.
+        for q in [
+            json!({"metrics": ["tokens"], "dimensions": ["model"]}),
+            json!({"metrics": ["total_usage"], "dimensions": ["country"]}),
+            json!({"metrics": []}),
+        ] {
+            let (st, e) = call(&mut acc, "POST", "/api/v1/analytics/query", q);
+            assert_eq!(st, 400, "{e}");
+        }
         // Deleting the guardrail frees its keys.
         let (st, _) = call(
             &mut acc,

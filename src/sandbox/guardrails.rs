@@ -384,26 +384,28 @@ pub fn analytics(account: &Account, body: &[u8]) -> Answer {
     if metrics.is_empty() {
         return Answer::error(400, "metrics: name at least one");
     }
-    if let Some(m) = metrics
-        .iter()
-        .find(|m| !["total_usage", "request_count"].contains(&m.as_str()))
-    {
-        return Answer::error(
-            400,
-            format!("unknown metric {m} (the sandbox has total_usage and request_count)"),
-        );
+    let unknown = |what: &str, names: &[String], known: [&str; 2]| {
+        names
+            .iter()
+            .find(|n| !known.contains(&n.as_str()))
+            .map(|n| {
+                Answer::error(
+                    400,
+                    format!(
+                        "unknown {what} {n} (the sandbox has {})",
+                        known.join(" and ")
+                    ),
+                )
+            })
+    };
+    if let Some(a) = unknown("metric", &metrics, ["total_usage", "request_count"]) {
+        return a;
     }
     if dims.len() > 2 {
         return Answer::error(400, "dimensions: at most two");
     }
-    if let Some(d) = dims
-        .iter()
-        .find(|d| !["api_key_id", "model"].contains(&d.as_str()))
-    {
-        return Answer::error(
-            400,
-            format!("unknown dimension {d} (the sandbox has api_key_id and model)"),
-        );
+    if let Some(a) = unknown("dimension", &dims, ["api_key_id", "model"]) {
+        return a;
     }
     let time = |name: &str| {
         fields
